@@ -1,0 +1,5 @@
+"""python -m aiofetch"""
+
+from .cli import main
+
+main()

@@ -1,0 +1,307 @@
+"""The command line: flags -> Config, input -> items, results -> stdout/report, exit status.
+
+The only module that imports click. The engine (and aiohttp, rich) are imported inside
+the command, so `--help` and `--version` start fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from . import __version__
+from .config import DEFAULT_USER_AGENT, parse_size
+from .errors import AiofetchError, ExitStatus
+from .sources import Item, LineError, from_args, parse_checksums, read_lines
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .progress import Display
+
+EPILOG = """\b
+Examples:
+  aiofetch https://example.com/a.iso https://example.com/b.iso
+  aiofetch -i urls.txt -d mirror/ --layout tree
+  grep '\\.pdf$' links.txt | aiofetch -d pdfs/ --json | jq -r 'select(.status=="failed").url'
+  aiofetch -i list.txt --checksums SHA256SUMS --max-size 2G -j 32
+
+\b
+Input lines: URL [PATH [sha256=HEX]], or one JSON object per line
+({"url": ..., "path": ..., "sha256": ..., "headers": {...}}); '#' starts a comment.
+Every option can also be set as AIOFETCH_<OPTION>, e.g. AIOFETCH_JOBS=32.
+Exit status: 0 all ok or skipped, 1 some item failed, 2 usage error.
+"""
+
+
+class SizeType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A byte count with an optional K, M, G or T suffix (binary multiples)."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class HeaderType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """`Name: value`, as curl's -H takes it."""
+
+    name = "header"
+    envvar_list_splitter = "\n"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        name, sep, rest = str(value).partition(":")
+        name = name.strip()
+        if not sep or not name or " " in name or any(ord(c) < 32 for c in name + rest):
+            self.fail(f"{value!r} is not a header (want 'Name: value')", param, ctx)
+        return name, rest.strip()
+
+
+def _input_name(stream: IO[bytes]) -> str:
+    name = getattr(stream, "name", "-")
+    return "-" if not isinstance(name, str) or name == "<stdin>" else name
+
+
+def _items(urls: tuple[str, ...], inputs: tuple[IO[bytes], ...]) -> Iterator[Item]:
+    sources: list[Iterator[Item]] = []
+    if urls:
+        sources.append(from_args(urls))
+    sources.extend(read_lines(_input_name(stream), stream) for stream in inputs)
+    if not sources:
+        stdin = sys.stdin
+        if stdin is not None and stdin.isatty():
+            raise click.UsageError("no URLs: give URLs, -i FILE, or pipe a list on stdin")
+        if stdin is not None:
+            sources.append(read_lines("-", stdin.buffer))
+    return itertools.chain.from_iterable(sources)
+
+
+def _load_checksums(stream: IO[str] | None) -> dict[str, str]:
+    if stream is None:
+        return {}
+    try:
+        return parse_checksums(getattr(stream, "name", "checksums"), stream)
+    except LineError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--checksums'") from exc
+
+
+class _Output:
+    """Where report lines go: stdout with --json, and/or the --report file."""
+
+    def __init__(self, json_out: bool, report: IO[str] | None) -> None:
+        self._stdout = sys.stdout if json_out else None
+        self._report = report
+
+    def write(self, line: str) -> None:
+        if self._stdout is not None:
+            try:
+                self._stdout.write(line + "\n")
+                self._stdout.flush()
+            except BrokenPipeError:
+                # The reader went away (`| head`); downloads go on, stdout goes quiet.
+                self._stdout = None
+        if self._report is not None:
+            self._report.write(line + "\n")
+            self._report.flush()
+
+
+async def _download(items: Iterator[Item], config: Config, display: Display,
+                    output: _Output, quiet: bool) -> int:
+    import contextlib
+    import time
+
+    from .engine import download
+    from .report import Summary, result_json
+
+    summary = Summary()
+    started = time.monotonic()
+    with display:
+        async with contextlib.aclosing(download(items, config, sink=display)) as results:
+            async for result in results:
+                summary.add(result)
+                output.write(result_json(result))
+    if not quiet:
+        display.print(summary.line(time.monotonic() - started))
+    return ExitStatus.FAILED if summary.failed else ExitStatus.OK
+
+
+def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: bool,
+             quiet: bool) -> int:
+    import json
+    import os
+
+    from .models import Result
+    from .planner import Planner
+    from .progress import error_line
+
+    try:
+        root_fd: int | None = os.open(config.dest, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        root_fd = None  # nothing there yet: everything would be fetched
+    planner = Planner(config, root_fd)
+    counts = {"fetch": 0, "skip": 0, "failed": 0}
+    try:
+        for item in items:
+            plan = planner.plan(item)
+            if isinstance(plan, Result):
+                if plan.error is not None:
+                    counts["failed"] += 1
+                    display.print(f"aiofetch: error: {error_line(plan)}")
+                    continue
+                action, path, url, line = "skip", plan.path, plan.url, plan.line
+                note = f" (duplicate of {plan.duplicate_of})"
+            else:
+                action, path, url, line = plan.action.value, plan.path, plan.job.url, plan.job.line
+                note = ""
+            counts[action] += 1
+            if json_out:
+                print(json.dumps({"url": url, "path": path, "action": action, "line": line},
+                                 ensure_ascii=False))
+            else:
+                shown = path if path is not None else "(named by Content-Disposition)"
+                print(f"{action:5} {url} -> {shown}{note}")
+    finally:
+        if root_fd is not None:
+            os.close(root_fd)
+    if not quiet:
+        display.print(f"dry run: {counts['fetch']} to fetch, {counts['skip']} to skip, "
+                      f"{counts['failed']} bad")
+    return ExitStatus.FAILED if counts["failed"] else ExitStatus.OK
+
+
+@click.command(
+    epilog=EPILOG,
+    context_settings={
+        "auto_envvar_prefix": "AIOFETCH",
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+    },
+)
+@click.argument("urls", nargs=-1, metavar="[URL]...")
+@click.option("-i", "--input-file", "inputs", multiple=True, type=click.File("rb"),
+              help="URL list, one item a line; '-' is stdin. Repeatable.")
+@click.option("-d", "--dir", "dest", default=".", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Destination root; created if missing.")
+@click.option("--layout", type=click.Choice(["flat", "tree"]), default="flat", show_default=True,
+              help="flat: last URL segment; tree: HOST/PATH like wget -x.")
+@click.option("--content-disposition", is_flag=True,
+              help="Name files from the server's Content-Disposition header.")
+@click.option("--if-exists", type=click.Choice(["skip", "overwrite"]), default="skip",
+              show_default=True, help="What to do when the target file is already there.")
+@click.option("--max-size", type=SizeType(), metavar="SIZE",
+              help="Fail an item (keeping nothing) past SIZE bytes, e.g. 500K, 2G.")
+@click.option("--checksums", type=click.File("r", encoding="utf-8"), metavar="FILE",
+              help="sha256sum-format file of expected digests (HEX  NAME).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Concurrent downloads.")
+@click.option("--per-host", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Concurrent connections per host (0: no limit).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, metavar="SECONDS", help="Time allowed to connect.")
+@click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, metavar="SECONDS", help="Longest stall between bytes.")
+@click.option("--max-redirects", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Redirects followed per item.")
+@click.option("-H", "--header", "headers", multiple=True, type=HeaderType(),
+              help="Extra request header 'Name: value'. Repeatable.")
+@click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
+              help="User-Agent header.")
+@click.option("--progress", type=click.Choice(["auto", "bar", "plain", "none"]), default="auto",
+              show_default=True,
+              help="auto: a bar when stderr is a terminal; plain: status lines for logs.")
+@click.option("--no-progress", is_flag=True, help="Same as --progress none.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only, no progress or summary.")
+@click.option("--json", "json_out", is_flag=True, help="One JSON line per item on stdout.")
+@click.option("--report", type=click.File("a", encoding="utf-8", lazy=False), metavar="FILE",
+              help="Append the JSON lines to FILE too.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (url -> path, fetch/skip); "
+              "no network, nothing written.")
+@click.version_option(__version__, "-V", "--version", prog_name="aiofetch")
+def command(
+    urls: tuple[str, ...],
+    inputs: tuple[IO[bytes], ...],
+    dest: Path,
+    layout: str,
+    content_disposition: bool,
+    if_exists: str,
+    max_size: int | None,
+    checksums: IO[str] | None,
+    jobs: int,
+    per_host: int,
+    connect_timeout: float,
+    read_timeout: float,
+    max_redirects: int,
+    headers: tuple[tuple[str, str], ...],
+    user_agent: str,
+    progress: str,
+    no_progress: bool,
+    quiet: bool,
+    json_out: bool,
+    report: IO[str] | None,
+    dry_run: bool,
+) -> None:
+    """Download many URLs at once, safely: every file lands complete or not at all.
+
+    URLs come from the arguments, from -i files, or from stdin when it is a pipe.
+    """
+    import asyncio
+
+    from rich.console import Console
+
+    from .config import Config
+    from .progress import Display
+
+    config = Config(
+        dest=dest,
+        layout="tree" if layout == "tree" else "flat",
+        content_disposition=content_disposition,
+        if_exists="overwrite" if if_exists == "overwrite" else "skip",
+        max_size=max_size,
+        checksums=_load_checksums(checksums),
+        jobs=jobs,
+        per_host=per_host,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_redirects=max_redirects,
+        headers=headers,
+        user_agent=user_agent,
+    )
+    items = _items(urls, inputs)
+    console = Console(stderr=True)
+    mode = "none" if quiet or no_progress else progress
+    if mode == "auto":
+        mode = "bar" if console.is_terminal else "none"
+    display = Display("bar" if mode == "bar" else "plain" if mode == "plain" else "none",
+                      console)
+    try:
+        if dry_run:
+            status = _dry_run(items, config, display, json_out, quiet)
+        else:
+            status = asyncio.run(_download(items, config, display, _Output(json_out, report),
+                                           quiet))
+    except AiofetchError as exc:
+        display.print(f"aiofetch: error: {exc}")
+        status = ExitStatus.FAILED
+    except KeyboardInterrupt:
+        display.print("aiofetch: interrupted")
+        status = ExitStatus.SIGINT
+    sys.exit(int(status))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    command(prog_name="aiofetch")

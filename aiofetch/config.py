@@ -1,0 +1,57 @@
+"""Run options as one frozen value, built once by the CLI (or by an API caller)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from . import __version__
+
+Layout = Literal["flat", "tree"]
+IfExists = Literal["skip", "update", "overwrite"]
+
+DEFAULT_USER_AGENT = f"aiofetch/{__version__}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything that shapes a run. Variants via `dataclasses.replace`."""
+
+    dest: Path = Path(".")
+    layout: Layout = "flat"
+    content_disposition: bool = False
+    if_exists: IfExists = "skip"
+    max_size: int | None = None
+    checksums: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    jobs: int = 16
+    per_host: int = 6
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_redirects: int = 20
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str = DEFAULT_USER_AGENT
+    # Largest piece read from the socket and written in one go.
+    chunk_size: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError("jobs must be at least 1")
+        if self.per_host < 0:
+            raise ValueError("per_host must be 0 (unlimited) or more")
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Parse `10`, `500K`, `1.5M`, `2GiB` into bytes (binary multiples, like curl)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (use a number with an optional K, M, G or T)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])

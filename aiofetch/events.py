@@ -1,0 +1,64 @@
+"""Events the engine emits while it works, and the sink protocol that receives them.
+
+Sinks are synchronous and must be cheap: they run on the event loop between chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .models import Result
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSeen:
+    """The feeder accepted one more input item (good or bad)."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class InputDone:
+    """The input is exhausted; `count` items were seen in all."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStarted:
+    """Headers arrived for item `key`; `total` is the body size when known."""
+
+    key: int
+    url: str
+    path: str
+    total: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAdvanced:
+    """`nbytes` more body bytes of item `key` were written."""
+
+    key: int
+    nbytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSettled:
+    """An item is finished, however it ended; `key` is None for items never started."""
+
+    key: int | None
+    result: Result
+
+
+Event = ItemSeen | InputDone | TransferStarted | TransferAdvanced | ItemSettled
+
+
+class EventSink(Protocol):
+    """Anything that takes events: `list.append` will do."""
+
+    def __call__(self, event: Event, /) -> None: ...
+
+
+def discard(event: Event, /) -> None:
+    """The sink that ignores everything."""

@@ -1,0 +1,70 @@
+"""What flows through the pipeline: input jobs, bad lines, and per-item results."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One URL to fetch, as the input gave it."""
+
+    url: str
+    line: str
+    path: str | None = None
+    sha256: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BadLine:
+    """An input line that could not be turned into a Job."""
+
+    line: str
+    text: str
+    reason: str
+
+
+class Status(str, enum.Enum):
+    """How an item settled (the `status` field of a report line)."""
+
+    OK = "ok"
+    SKIPPED = "skipped"
+    NOT_MODIFIED = "not_modified"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class Action(str, enum.Enum):
+    """What the planner decided for an item before any network traffic."""
+
+    FETCH = "fetch"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A job with its target decided; `path` is None until Content-Disposition names it."""
+
+    job: Job
+    path: str | None
+    action: Action
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How one input item settled; the fields of one JSON report line."""
+
+    url: str
+    path: str | None
+    status: Status
+    line: str
+    http_status: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    attempts: int = 0
+    elapsed_s: float = 0.0
+    error: str | None = None
+    duplicate_of: str | None = None

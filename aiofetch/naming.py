@@ -1,0 +1,146 @@
+"""Pure naming: URL or Content-Disposition -> a safe path relative to DIR, and collisions.
+
+Every derived name is one sanitised component per level: never empty, never `.` or `..`,
+no `/`, `\\`, NUL or control characters, at most 250 bytes (room for `.part`), never a
+name aiofetch reserves. Nothing derived here can point outside DIR.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from urllib.parse import unquote, urlsplit
+
+from .config import Layout
+from .sources import NAME_MAX, PART_SUFFIX, RESERVED_NAMES
+
+INDEX = "index.html"
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+# Final names leave room for the `.part` suffix within the filesystem's 255 bytes.
+MAX_NAME_BYTES = NAME_MAX - len(PART_SUFFIX)
+_MAX_EXT_BYTES = 16
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """`archive.tar.gz` -> (`archive`, `.tar.gz`); `README` -> (`README`, ``)."""
+    stem, ext = posixpath.splitext(name)
+    inner_stem, inner_ext = posixpath.splitext(stem)
+    if inner_ext.lower() == ".tar" and inner_stem:
+        return inner_stem, inner_ext + ext
+    return stem, ext
+
+
+def fit(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """Shorten `name` to `limit` UTF-8 bytes, keeping a short extension."""
+    if len(name.encode("utf-8", "surrogateescape")) <= limit:
+        return name
+    stem, ext = split_ext(name)
+    if len(ext.encode("utf-8", "surrogateescape")) > _MAX_EXT_BYTES:
+        stem, ext = name, ""
+    room = limit - len(ext.encode("utf-8", "surrogateescape"))
+    return _truncate_utf8(stem, room) + ext
+
+
+def safe_component(text: str) -> str:
+    """Make one already-decoded path component safe to create inside DIR."""
+    text = _UNSAFE.sub("_", text).strip()
+    if text in ("", ".", ".."):
+        return "_" * max(len(text), 1)
+    if text.endswith(PART_SUFFIX):
+        text += "_"
+    if text in RESERVED_NAMES:
+        text = "_" + text
+    return fit(text)
+
+
+def _segments(raw_path: str) -> list[str]:
+    """Raw URL path -> decoded segments, dot-segments removed first (RFC 3986 5.2.4)."""
+    resolved: list[str] = []
+    for segment in raw_path.split("/")[1:]:
+        if segment == ".":
+            continue
+        if segment == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        resolved.append(segment)
+    if raw_path.endswith(("/.", "/..")):
+        resolved.append("")
+    # Decoding after resolution keeps `%2e%2e` and `%2f` as data, never as structure.
+    return [unquote(segment, errors="surrogateescape") for segment in resolved]
+
+
+def url_name(url: str, layout: Layout = "flat") -> str:
+    """The relative path a URL is saved under: its last segment, or HOST/PATH for tree."""
+    parts = urlsplit(url)
+    segments = _segments(parts.path or "/")
+    leaf = safe_component(segments[-1]) if segments and segments[-1] else INDEX
+    if layout == "flat":
+        return leaf
+    host = parts.hostname or "_"
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    dirs = [safe_component(segment) for segment in segments[:-1] if segment]
+    return "/".join([safe_component(host), *dirs, leaf])
+
+
+def disposition_name(filename: str | None) -> str | None:
+    """A safe base name from a Content-Disposition filename, or None if nothing usable."""
+    if not filename:
+        return None
+    base = filename.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+    if base in ("", ".", ".."):
+        return None
+    return safe_component(base)
+
+
+def numbered(name: str, n: int) -> str:
+    """`NAME.EXT` -> `NAME.n.EXT` (n = 0 leaves the name alone)."""
+    if n == 0:
+        return name
+    stem, ext = split_ext(name)
+    if not stem:  # a dotfile such as `.bashrc`
+        stem, ext = ext, ""
+    suffix = f".{n}{ext}"
+    return fit(stem, MAX_NAME_BYTES - len(suffix.encode("utf-8", "surrogateescape"))) + suffix
+
+
+class Claims:
+    """Which URL owns which path in this run; later URLs get `NAME.1.EXT`, `NAME.2.EXT`...
+
+    A path is also kept clear of directories other claims need (`a/b` as a file versus
+    `a/b/c`), so a tree layout never asks for a file and a directory of one name.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, str] = {}
+        self._dirs: set[str] = set()
+
+    def claim(self, url: str, path: str) -> str:
+        """Reserve `path` (or its first free numbered variant) for `url` and return it."""
+        parts = path.split("/")
+        for level in range(len(parts) - 1):
+            parent = parts[:level]
+            name, n = parts[level], 0
+            while "/".join([*parent, numbered(name, n)]) in self._files:
+                n += 1
+            parts[level] = numbered(name, n)
+        parent, name, n = parts[:-1], parts[-1], 0
+        while True:
+            candidate = "/".join([*parent, numbered(name, n)])
+            owner = self._files.get(candidate)
+            if owner == url:
+                return candidate
+            if owner is None and candidate not in self._dirs:
+                break
+            n += 1
+        self._files[candidate] = url
+        for level in range(1, len(parts)):
+            self._dirs.add("/".join(parts[:level]))
+        return candidate

@@ -1,0 +1,72 @@
+"""Report lines (NDJSON) and the one-line summary."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.filesize import decimal
+
+from .models import Result, Status
+
+
+def result_dict(result: Result) -> dict[str, Any]:
+    """The JSON report fields, in the contract's order."""
+    fields: dict[str, Any] = {
+        "url": result.url,
+        "path": result.path,
+        "status": result.status.value,
+        "http_status": result.http_status,
+        "bytes": result.bytes,
+        "sha256": result.sha256,
+        "attempts": result.attempts,
+        "elapsed_s": result.elapsed_s,
+        "error": result.error,
+        "line": result.line,
+    }
+    if result.duplicate_of is not None:
+        fields["duplicate_of"] = result.duplicate_of
+    return fields
+
+
+def result_json(result: Result) -> str:
+    """One NDJSON line (without the newline); non-ASCII kept as is."""
+    return json.dumps(result_dict(result), ensure_ascii=False)
+
+
+_LABELS = (
+    (Status.OK, "ok"),
+    (Status.NOT_MODIFIED, "not modified"),
+    (Status.SKIPPED, "skipped"),
+    (Status.FAILED, "failed"),
+    (Status.INTERRUPTED, "interrupted"),
+)
+
+
+@dataclass(slots=True)
+class Summary:
+    """Counts and bytes of a run, as results arrive."""
+
+    counts: Counter[Status] = field(default_factory=Counter)
+    bytes: int = 0
+
+    def add(self, result: Result) -> None:
+        self.counts[result.status] += 1
+        if result.status is Status.OK and result.bytes:
+            self.bytes += result.bytes
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.counts[Status.FAILED] or self.counts[Status.INTERRUPTED])
+
+    def line(self, elapsed: float) -> str:
+        """`N ok, N not modified, N skipped, N failed, SIZE in Ts (RATE)`; zeros left out."""
+        if not self.counts:
+            return "nothing to do (no URLs in the input)"
+        parts = [f"{self.counts[status]} {label}" for status, label in _LABELS
+                 if self.counts[status] or status is Status.OK]
+        rate = self.bytes / elapsed if elapsed > 0 else 0.0
+        return (f"{', '.join(parts)}, {decimal(self.bytes)} in {elapsed:.1f}s "
+                f"({decimal(int(rate))}/s)")
