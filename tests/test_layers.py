@@ -1,0 +1,37 @@
+"""Layering: the core imports no presentation library, and the CLI starts light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def modules_after(statement: str) -> set[str]:
+    code = f"{statement}\nimport sys\nprint(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize("module", ["aiofetch.engine", "aiofetch.transfer", "aiofetch.planner"])
+def test_core_loads_neither_rich_nor_click(module: str) -> None:
+    """Importing the engine layer pulls in neither rich nor click."""
+    loaded = modules_after(f"import {module}")
+    assert "rich" not in loaded and "click" not in loaded
+
+
+def test_cli_module_does_not_load_aiohttp_or_rich() -> None:
+    """`aiofetch --help` and `--version` need neither aiohttp nor rich."""
+    loaded = modules_after("import aiofetch.cli")
+    assert "aiohttp" not in loaded and "rich" not in loaded
+
+
+def test_public_api() -> None:
+    """The package exports the API it documents, sorted."""
+    import aiofetch
+
+    assert aiofetch.__all__ == sorted(aiofetch.__all__)
+    for name in aiofetch.__all__:
+        assert getattr(aiofetch, name) is not None
