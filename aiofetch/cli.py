@@ -191,9 +191,9 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     },
 )
 @click.argument("urls", nargs=-1, metavar="[URL]...")
-@click.option("-i", "--input-file", "inputs", multiple=True, type=click.File("rb"),
+@click.option("-i", "--input-file", multiple=True, type=click.File("rb"), metavar="FILE",
               help="URL list, one item a line; '-' is stdin. Repeatable.")
-@click.option("-d", "--dir", "dest", default=".", show_default=True,
+@click.option("-d", "--dir", "dest_dir", envvar="AIOFETCH_DIR", default=".", show_default=True, metavar="DIR",
               type=click.Path(file_okay=False, path_type=Path),
               help="Destination root; created if missing.")
 @click.option("--layout", type=click.Choice(["flat", "tree"]), default="flat", show_default=True,
@@ -216,7 +216,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               show_default=True, metavar="SECONDS", help="Longest stall between bytes.")
 @click.option("--max-redirects", type=click.IntRange(min=0), default=20, show_default=True,
               help="Redirects followed per item.")
-@click.option("-H", "--header", "headers", multiple=True, type=HeaderType(),
+@click.option("-H", "--header", multiple=True, type=HeaderType(),
               help="Extra request header 'Name: value'. Repeatable.")
 @click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
               help="User-Agent header.")
@@ -225,7 +225,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               help="auto: a bar when stderr is a terminal; plain: status lines for logs.")
 @click.option("--no-progress", is_flag=True, help="Same as --progress none.")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only, no progress or summary.")
-@click.option("--json", "json_out", is_flag=True, help="One JSON line per item on stdout.")
+@click.option("--json", "json_out", envvar="AIOFETCH_JSON", is_flag=True, help="One JSON line per item on stdout.")
 @click.option("--report", type=click.File("a", encoding="utf-8", lazy=False), metavar="FILE",
               help="Append the JSON lines to FILE too.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (url -> path, fetch/skip); "
@@ -233,8 +233,8 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.version_option(__version__, "-V", "--version", prog_name="aiofetch")
 def command(
     urls: tuple[str, ...],
-    inputs: tuple[IO[bytes], ...],
-    dest: Path,
+    input_file: tuple[IO[bytes], ...],
+    dest_dir: Path,
     layout: str,
     content_disposition: bool,
     if_exists: str,
@@ -245,7 +245,7 @@ def command(
     connect_timeout: float,
     read_timeout: float,
     max_redirects: int,
-    headers: tuple[tuple[str, str], ...],
+    header: tuple[tuple[str, str], ...],
     user_agent: str,
     progress: str,
     no_progress: bool,
@@ -266,7 +266,7 @@ def command(
     from .progress import Display
 
     config = Config(
-        dest=dest,
+        dest=dest_dir,
         layout="tree" if layout == "tree" else "flat",
         content_disposition=content_disposition,
         if_exists="overwrite" if if_exists == "overwrite" else "skip",
@@ -277,10 +277,10 @@ def command(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_redirects=max_redirects,
-        headers=headers,
+        headers=header,
         user_agent=user_agent,
     )
-    items = _items(urls, inputs)
+    items = _items(urls, input_file)
     console = Console(stderr=True)
     mode = "none" if quiet or no_progress else progress
     if mode == "auto":

@@ -138,15 +138,30 @@ async def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         assert "Traceback" not in ran.err and "Error" in ran.err
 
 
-async def test_environment_variables_set_options(tmp_path: Path) -> None:
-    """Every option reads AIOFETCH_<NAME>; a bad value there is a usage error too."""
-    ran = await aiofetch("http://127.0.0.1:9/x", "-d", str(tmp_path),
+async def test_environment_variables_set_options(serve: Serve, tmp_path: Path) -> None:
+    """Options read AIOFETCH_<OPTION> (headers one per line); bad values are usage errors."""
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(body=b"e")
+
+    app = web.Application()
+    app.router.add_get("/env", handler)
+    server = await serve(app)
+    ran = await aiofetch(str(server.make_url("/env")), env={
+        "AIOFETCH_DIR": str(tmp_path / "envdir"),
+        "AIOFETCH_HEADER": "X-One: 1\nX-Two: two words",
+        "AIOFETCH_JSON": "1",
+        "AIOFETCH_LAYOUT": "tree",
+    })
+    assert ran.code == 0, ran.err
+    assert ran.lines()[0]["path"] == f"127.0.0.1:{server.port}/env"
+    assert (tmp_path / "envdir" / f"127.0.0.1:{server.port}" / "env").read_bytes() == b"e"
+    assert seen[0]["X-One"] == "1" and seen[0]["X-Two"] == "two words"
+    bad = await aiofetch("http://127.0.0.1:9/x", "-d", str(tmp_path),
                          env={"AIOFETCH_MAX_SIZE": "lots"})
-    assert ran.code == 2 and "lots" in ran.err
-    dry = await aiofetch("http://127.0.0.1:9/x", env={"AIOFETCH_DIR": str(tmp_path),
-                                                      "AIOFETCH_DRY_RUN": "1",
-                                                      "AIOFETCH_LAYOUT": "tree"})
-    assert dry.code == 0 and "127.0.0.1:9/x" in dry.out.split("->")[-1]
+    assert bad.code == 2 and "lots" in bad.err
 
 
 async def test_empty_input_is_not_an_error(tmp_path: Path) -> None:
@@ -270,3 +285,13 @@ async def test_shell_completion_script() -> None:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0 and b"_AIOFETCH_COMPLETE=bash_complete" in out
+
+
+async def test_sample_urls_file_is_all_valid(tmp_path: Path) -> None:
+    """sample_urls.txt (every line form) parses cleanly; checked offline with --dry-run."""
+    sample = Path(__file__).resolve().parent.parent / "sample_urls.txt"
+    ran = await aiofetch("-i", str(sample), "-d", str(tmp_path / "none"), "--dry-run", "--json")
+    assert ran.code == 0, ran.err
+    plans = ran.lines()
+    assert len(plans) >= 6 and {plan["action"] for plan in plans} == {"fetch"}
+    assert "rfcs/URI syntax.txt" in [plan["path"] for plan in plans]
