@@ -193,8 +193,8 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.argument("urls", nargs=-1, metavar="[URL]...")
 @click.option("-i", "--input-file", multiple=True, type=click.File("rb"), metavar="FILE",
               help="URL list, one item a line; '-' is stdin. Repeatable.")
-@click.option("-d", "--dir", "dest_dir", envvar="AIOFETCH_DIR", default=".", show_default=True, metavar="DIR",
-              type=click.Path(file_okay=False, path_type=Path),
+@click.option("-d", "--dir", "dest_dir", envvar="AIOFETCH_DIR", default=".", show_default=True,
+              metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
               help="Destination root; created if missing.")
 @click.option("--layout", type=click.Choice(["flat", "tree"]), default="flat", show_default=True,
               help="flat: last URL segment; tree: HOST/PATH like wget -x.")
@@ -225,7 +225,8 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               help="auto: a bar when stderr is a terminal; plain: status lines for logs.")
 @click.option("--no-progress", is_flag=True, help="Same as --progress none.")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only, no progress or summary.")
-@click.option("--json", "json_out", envvar="AIOFETCH_JSON", is_flag=True, help="One JSON line per item on stdout.")
+@click.option("--json", "json_out", envvar="AIOFETCH_JSON", is_flag=True,
+              help="One JSON line per item on stdout.")
 @click.option("--report", type=click.File("a", encoding="utf-8", lazy=False), metavar="FILE",
               help="Append the JSON lines to FILE too.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (url -> path, fetch/skip); "

@@ -110,8 +110,9 @@ class _Run:
                     await self.jobs.put(planned)
         finally:
             self.sink(InputDone(count))
-            for _ in range(self.config.jobs):
-                await self.jobs.put(None)
+        # Only after a clean end: a cancelled feeder must not wait on a full queue.
+        for _ in range(self.config.jobs):
+            await self.jobs.put(None)
 
     async def work(self) -> None:
         while (planned := await self.jobs.get()) is not None:

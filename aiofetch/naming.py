@@ -21,8 +21,18 @@ MAX_NAME_BYTES = NAME_MAX - len(PART_SUFFIX)
 _MAX_EXT_BYTES = 16
 
 
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 def _truncate_utf8(text: str, limit: int) -> str:
-    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+    """The longest prefix of whole characters within `limit` bytes (escaped bytes kept)."""
+    size = 0
+    for index, char in enumerate(text):
+        size += _nbytes(char)
+        if size > limit:
+            return text[:index]
+    return text
 
 
 def split_ext(name: str) -> tuple[str, str]:
@@ -50,11 +60,12 @@ def safe_component(text: str) -> str:
     text = _UNSAFE.sub("_", text).strip()
     if text in ("", ".", ".."):
         return "_" * max(len(text), 1)
-    if text.endswith(PART_SUFFIX):
-        text += "_"
     if text in RESERVED_NAMES:
         text = "_" + text
-    return fit(text)
+    text = fit(text)
+    if text.endswith(PART_SUFFIX):  # also when shortening made it end so
+        text = fit(text, MAX_NAME_BYTES - 1) + "_"
+    return text
 
 
 def _segments(raw_path: str) -> list[str]:
@@ -71,7 +82,8 @@ def _segments(raw_path: str) -> list[str]:
     if raw_path.endswith(("/.", "/..")):
         resolved.append("")
     # Decoding after resolution keeps `%2e%2e` and `%2f` as data, never as structure.
-    return [unquote(segment, errors="surrogateescape") for segment in resolved]
+    # Bytes that are not UTF-8 become U+FFFD: every name stays printable and reportable.
+    return [unquote(segment, errors="replace") for segment in resolved]
 
 
 def url_name(url: str, layout: Layout = "flat") -> str:
@@ -105,8 +117,8 @@ def numbered(name: str, n: int) -> str:
     if n == 0:
         return name
     stem, ext = split_ext(name)
-    if not stem:  # a dotfile such as `.bashrc`
-        stem, ext = ext, ""
+    if not stem or _nbytes(ext) > _MAX_EXT_BYTES:  # `.bashrc`, or no real extension
+        stem, ext = name, ""
     suffix = f".{n}{ext}"
     return fit(stem, MAX_NAME_BYTES - len(suffix.encode("utf-8", "surrogateescape"))) + suffix
 

@@ -24,23 +24,25 @@ class Planner:
     def __init__(self, config: Config, root_fd: int | None) -> None:
         self._config = config
         self._root_fd = root_fd
-        self._seen: dict[tuple[str, str | None], tuple[str, str | None]] = {}
+        self._seen: dict[tuple[str, str | None], str] = {}
         self.claims = Claims()
 
     def plan(self, item: Job | BadLine) -> Planned | Result:
         if isinstance(item, BadLine):
             return bad_line_result(item)
-        key = (item.url, item.path)
+        path: str | None = None
+        if not (self._config.content_disposition and item.path is None):
+            # Claim first: an explicit path equal to the derived name is the same target.
+            path = self.claims.claim(
+                item.url, item.path or url_name(item.url, self._config.layout))
+        key = (item.url, path)
         first = self._seen.get(key)
         if first is not None:
-            line, path = first
             return Result(url=item.url, path=path, status=Status.SKIPPED, line=item.line,
-                          duplicate_of=line)
-        if self._config.content_disposition and item.path is None:
-            self._seen[key] = (item.line, None)
+                          duplicate_of=first)
+        self._seen[key] = item.line
+        if path is None:
             return Planned(item, None, Action.FETCH)
-        path = self.claims.claim(item.url, item.path or url_name(item.url, self._config.layout))
-        self._seen[key] = (item.line, path)
         if self._config.if_exists == "skip" and self._root_fd is not None:
             size = complete_size(self._root_fd, path)
             if size is not None:

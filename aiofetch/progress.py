@@ -15,6 +15,7 @@ from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    FileSizeColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
@@ -41,15 +42,15 @@ Mode = Literal["bar", "plain", "none"]
 
 
 class _ByUnit(ProgressColumn):
-    """Render a task with one column for file counts and another for byte counts."""
+    """Render each task with the column for its `unit` field (None: leave it blank)."""
 
-    def __init__(self, files: ProgressColumn | None, data: ProgressColumn) -> None:
+    def __init__(self, data: ProgressColumn | None, **by_unit: ProgressColumn | None) -> None:
         super().__init__()
-        self._files = files
         self._data = data
+        self._by_unit = by_unit
 
     def render(self, task: Task) -> RenderableType:
-        column = self._files if task.fields.get("unit") == "files" else self._data
+        column = self._by_unit.get(task.fields.get("unit", ""), self._data)
         return Text() if column is None else column.render(task)
 
 
@@ -84,16 +85,17 @@ class Display:
         self._progress = Progress(
             TextColumn("{task.description}",
                        table_column=Column(width=32, no_wrap=True, overflow="ellipsis")),
-            BarColumn(bar_width=30),
-            _ByUnit(MofNCompleteColumn(), DownloadColumn()),
-            _ByUnit(None, TransferSpeedColumn()),
-            TimeRemainingColumn(),
+            # The overall byte count has no total (the input is read lazily): no bar.
+            _ByUnit(BarColumn(bar_width=30), total=None),
+            _ByUnit(DownloadColumn(), files=MofNCompleteColumn(), total=FileSizeColumn()),
+            _ByUnit(TransferSpeedColumn(), files=None),
+            _ByUnit(TimeRemainingColumn(), total=None),
             console=console,
             get_time=get_time,
             disable=mode != "bar",
         )
         self._files = self._progress.add_task("files", total=None, unit="files")
-        self._data = self._progress.add_task("bytes", total=None, unit="bytes")
+        self._data = self._progress.add_task("bytes", total=None, unit="total")
 
     def __enter__(self) -> Display:
         self._started_at = self._get_time()

@@ -107,7 +107,9 @@ def _json_line(text: str, where: str) -> Job:
     url = obj.get("url")
     if not isinstance(url, str):
         raise LineError("JSON line has no string 'url'")
-    raw_headers = obj.get("headers") or {}
+    raw_headers = obj.get("headers")
+    if raw_headers is None:
+        raw_headers = {}
     if not isinstance(raw_headers, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in raw_headers.items()
     ):
@@ -123,15 +125,15 @@ def _field_line(text: str, where: str) -> Job:
     fields = text.split()
     if len(fields) > 3:
         raise LineError(f"too many fields ({len(fields)}; want URL [PATH [sha256=HEX]])")
-    url = fields[0]
-    path = fields[1] if len(fields) > 1 else None
+    url, rest = fields[0], fields[1:]
     sha256 = None
-    if len(fields) == 3:
-        algo, _, digest = fields[2].partition("=")
+    # The digest is the third field, or the second when it says `sha256=` (no path).
+    if len(rest) == 2 or (rest and rest[-1].lower().startswith("sha256=")):
+        field = rest.pop()
+        algo, _, sha256 = field.partition("=")
         if algo.lower() != "sha256":
-            raise LineError(f"bad digest field {fields[2][:80]!r} (want sha256=HEX)")
-        sha256 = digest
-    return _job(url, where, path, sha256, ())
+            raise LineError(f"bad digest field {field[:80]!r} (want sha256=HEX)")
+    return _job(url, where, rest[0] if rest else None, sha256, ())
 
 
 def parse_line(text: str, where: str) -> Item | None:
@@ -140,7 +142,7 @@ def parse_line(text: str, where: str) -> Item | None:
     if not text or text.startswith("#"):
         return None
     try:
-        if text.startswith("{"):
+        if text.startswith(("{", "[")):  # `[` cannot start a URL: a JSON line, wrongly
             return _json_line(text, where)
         return _field_line(text, where)
     except LineError as exc:
@@ -151,9 +153,13 @@ def read_lines(name: str, lines: Iterable[bytes]) -> Iterator[Item]:
     """Parse an input stream (raw lines) lazily; `name` is how `line` refers to it."""
     for number, raw in enumerate(lines, start=1):
         where = f"{name}:{number}"
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
+            if raw.lstrip().startswith(b"#"):  # a comment, whatever its encoding
+                continue
             yield BadLine(line=where, text=raw.decode("utf-8", "replace").strip(),
                           reason="line is not valid UTF-8")
             continue
@@ -165,9 +171,11 @@ def read_lines(name: str, lines: Iterable[bytes]) -> Iterator[Item]:
 def from_args(urls: Iterable[str]) -> Iterator[Item]:
     """Jobs for URLs given as command-line arguments (`args:N`)."""
     for number, url in enumerate(urls, start=1):
-        item = parse_line(url, f"args:{number}")
-        if item is not None:
-            yield item
+        where = f"args:{number}"
+        try:
+            yield _job(url.strip(), where, None, None, ())
+        except LineError as exc:
+            yield BadLine(line=where, text=url, reason=str(exc))
 
 
 def parse_checksums(name: str, lines: Iterable[str]) -> dict[str, str]:
@@ -185,5 +193,7 @@ def parse_checksums(name: str, lines: Iterable[str]) -> dict[str, str]:
         except LineError as exc:
             raise LineError(f"{name}:{number}: {exc}") from exc
         target = rest[1:] if rest[:1] in (" ", "*") else rest
+        if not target:
+            raise LineError(f"{name}:{number}: no file name after the digest")
         digests[target.removeprefix("./")] = digest
     return digests

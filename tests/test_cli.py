@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,3 +296,38 @@ async def test_sample_urls_file_is_all_valid(tmp_path: Path) -> None:
     plans = ran.lines()
     assert len(plans) >= 6 and {plan["action"] for plan in plans} == {"fetch"}
     assert "rfcs/URI syntax.txt" in [plan["path"] for plan in plans]
+
+
+async def test_sigint_stops_the_run_with_130(serve: Serve, tmp_path: Path) -> None:
+    """Ctrl-C during a transfer ends the run (exit 130), leaving no file at a final name."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000000"})
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        started.set()
+        await asyncio.wait_for(release.wait(), 60)  # stalls until the test ends
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stall", stall)
+    server = await serve(app)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiofetch", str(server.make_url("/stall")), "-d", str(tmp_path),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=_env(None),
+    )
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        release.set()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130
+    assert b"Traceback" not in err
+    assert not (tmp_path / "stall").exists()
