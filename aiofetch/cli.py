@@ -144,14 +144,17 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     import os
 
     from .models import Result
+    from .naming import Claims
     from .planner import Planner
     from .progress import error_line
+    from .registry import SqliteClaimStore
 
     try:
         root_fd: int | None = os.open(config.dest, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         root_fd = None  # nothing there yet: everything would be fetched
-    planner = Planner(config, root_fd)
+    store = SqliteClaimStore()
+    planner = Planner(config, root_fd, Claims(store))
     counts = {"fetch": 0, "skip": 0, "failed": 0}
     try:
         for item in items:
@@ -174,6 +177,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
                 shown = path if path is not None else "(named by Content-Disposition)"
                 print(f"{action:5} {url} -> {shown}{note}")
     finally:
+        store.close()
         if root_fd is not None:
             os.close(root_fd)
     if not quiet:

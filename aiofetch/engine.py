@@ -19,7 +19,9 @@ from .errors import ItemError
 from .events import EventSink, InputDone, ItemSeen, ItemSettled, discard
 from .feed import ThreadFeed
 from .models import Action, BadLine, Job, Planned, Result, Status
+from .naming import Claims
 from .planner import Planner
+from .registry import SqliteClaimStore
 from .sources import parse_line
 from .storage import open_root
 from .transfer import Context, attempt
@@ -79,11 +81,11 @@ async def _aiter_plain(items: Iterable[Item]) -> AsyncIterator[Item]:
 
 class _Run:
     def __init__(self, config: Config, sink: EventSink, root_fd: int,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, claims: Claims) -> None:
         self.config = config
         self.sink = sink
-        self.planner = Planner(config, root_fd)
-        self.context = Context(config, session, root_fd, self.planner.claims, sink)
+        self.planner = Planner(config, root_fd, claims)
+        self.context = Context(config, session, root_fd, claims, sink)
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=4 * config.jobs)
         self.keys = itertools.count()
@@ -154,10 +156,11 @@ async def download(
     """
     config = config or Config()
     root_fd = open_root(config.dest)
+    store = SqliteClaimStore()
     tasks: list[asyncio.Task[None]] = []
     try:
         async with make_session(config) as session:
-            run = _Run(config, sink, root_fd, session)
+            run = _Run(config, sink, root_fd, session, Claims(store))
             tasks.append(asyncio.create_task(run.feed(items)))
             tasks.extend(asyncio.create_task(run.work()) for _ in range(config.jobs))
             finisher = asyncio.create_task(run.finish(list(tasks)))
@@ -172,6 +175,7 @@ async def download(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+        store.close()
         os.close(root_fd)
 
 

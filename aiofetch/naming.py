@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from .config import Layout
@@ -123,6 +125,41 @@ def numbered(name: str, n: int) -> str:
     return fit(stem, MAX_NAME_BYTES - len(suffix.encode("utf-8", "surrogateescape"))) + suffix
 
 
+class ClaimStore(Protocol):
+    """Where claims live: in memory for small uses, on disk (registry.py) for a run."""
+
+    def owner(self, path: str) -> tuple[str, str] | None:
+        """(url, line) of the claim on `path`, if any."""
+
+    def is_dir(self, path: str) -> bool:
+        """Whether some claim needs `path` as a directory."""
+
+    def add(self, path: str, url: str, line: str, dirs: Sequence[str]) -> None:
+        """Record a claim on `path` and the directories it needs."""
+
+
+class MemoryClaimStore:
+    """Claims in two dicts; fine for lists that fit comfortably in memory."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[str, str]] = {}
+        self._dirs: set[str] = set()
+
+    def owner(self, path: str) -> tuple[str, str] | None:
+        return self._files.get(path)
+
+    def is_dir(self, path: str) -> bool:
+        return path in self._dirs
+
+    def add(self, path: str, url: str, line: str, dirs: Sequence[str]) -> None:
+        self._files[path] = (url, line)
+        self._dirs.update(dirs)
+
+
+# A key no real path can equal (paths never hold NUL): "this URL was seen, unnamed".
+_UNNAMED = "\0"
+
+
 class Claims:
     """Which URL owns which path in this run; later URLs get `NAME.1.EXT`, `NAME.2.EXT`...
 
@@ -130,29 +167,39 @@ class Claims:
     `a/b/c`), so a tree layout never asks for a file and a directory of one name.
     """
 
-    def __init__(self) -> None:
-        self._files: dict[str, str] = {}
-        self._dirs: set[str] = set()
+    def __init__(self, store: ClaimStore | None = None) -> None:
+        self._store = store if store is not None else MemoryClaimStore()
 
-    def claim(self, url: str, path: str) -> str:
-        """Reserve `path` (or its first free numbered variant) for `url` and return it."""
+    def claim(self, url: str, path: str, line: str = "") -> tuple[str, str | None]:
+        """Reserve `path` (or its first free numbered variant) for `url`.
+
+        Returns the path and, when `url` had already claimed it, the line that did.
+        """
+        store = self._store
         parts = path.split("/")
         for level in range(len(parts) - 1):
             parent = parts[:level]
             name, n = parts[level], 0
-            while "/".join([*parent, numbered(name, n)]) in self._files:
+            while store.owner("/".join([*parent, numbered(name, n)])) is not None:
                 n += 1
             parts[level] = numbered(name, n)
         parent, name, n = parts[:-1], parts[-1], 0
         while True:
             candidate = "/".join([*parent, numbered(name, n)])
-            owner = self._files.get(candidate)
-            if owner == url:
-                return candidate
-            if owner is None and candidate not in self._dirs:
+            owner = store.owner(candidate)
+            if owner is not None and owner[0] == url:
+                return candidate, owner[1]
+            if owner is None and not store.is_dir(candidate):
                 break
             n += 1
-        self._files[candidate] = url
-        for level in range(1, len(parts)):
-            self._dirs.add("/".join(parts[:level]))
-        return candidate
+        store.add(candidate, url, line, ["/".join(parts[:level]) for level in range(1, len(parts))])
+        return candidate, None
+
+    def seen_unnamed(self, url: str, line: str) -> str | None:
+        """For items named later (Content-Disposition): the line that first had `url`."""
+        key = _UNNAMED + url
+        owner = self._store.owner(key)
+        if owner is None:
+            self._store.add(key, url, line, ())
+            return None
+        return owner[1]

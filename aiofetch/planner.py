@@ -21,30 +21,31 @@ class Planner:
     name keeps it on every run of the same list.
     """
 
-    def __init__(self, config: Config, root_fd: int | None) -> None:
+    def __init__(self, config: Config, root_fd: int | None, claims: Claims | None = None) -> None:
         self._config = config
         self._root_fd = root_fd
-        self._seen: dict[tuple[str, str | None], str] = {}
-        self.claims = Claims()
+        self.claims = claims if claims is not None else Claims()
 
     def plan(self, item: Job | BadLine) -> Planned | Result:
         if isinstance(item, BadLine):
             return bad_line_result(item)
-        path: str | None = None
-        if not (self._config.content_disposition and item.path is None):
-            # Claim first: an explicit path equal to the derived name is the same target.
-            path = self.claims.claim(
-                item.url, item.path or url_name(item.url, self._config.layout))
-        key = (item.url, path)
-        first = self._seen.get(key)
+        if self._config.content_disposition and item.path is None:
+            first = self.claims.seen_unnamed(item.url, item.line)
+            if first is None:
+                return Planned(item, None, Action.FETCH)
+            return self._duplicate(item, None, first)
+        # Claim first: an explicit path equal to the derived name is the same target.
+        name = item.path or url_name(item.url, self._config.layout)
+        path, first = self.claims.claim(item.url, name, item.line)
         if first is not None:
-            return Result(url=item.url, path=path, status=Status.SKIPPED, line=item.line,
-                          duplicate_of=first)
-        self._seen[key] = item.line
-        if path is None:
-            return Planned(item, None, Action.FETCH)
+            return self._duplicate(item, path, first)
         if self._config.if_exists == "skip" and self._root_fd is not None:
             size = complete_size(self._root_fd, path)
             if size is not None:
                 return Planned(item, path, Action.SKIP, size)
         return Planned(item, path, Action.FETCH)
+
+    @staticmethod
+    def _duplicate(item: Job, path: str | None, first: str) -> Result:
+        return Result(url=item.url, path=path, status=Status.SKIPPED, line=item.line,
+                      duplicate_of=first)

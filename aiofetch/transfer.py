@@ -76,7 +76,7 @@ def _target(ctx: Context, planned: Planned, resp: aiohttp.ClientResponse) -> str
     name = disposition_name(disposition.filename if disposition else None)
     if name is None:
         name = url_name(str(resp.url), ctx.config.layout)
-    return ctx.claims.claim(planned.job.url, name)
+    return ctx.claims.claim(planned.job.url, name, planned.job.line)[0]
 
 
 async def attempt(ctx: Context, planned: Planned, key: int) -> Outcome:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from aiofetch.naming import (
     split_ext,
     url_name,
 )
+from aiofetch.registry import SqliteClaimStore
 
 RESERVED = {".aiofetch.db", ".aiofetch.lock"}
 
@@ -338,64 +340,84 @@ def test_numbered_long_names_stay_within_limit(name: str) -> None:
         result.encode("utf-8")
 
 
-def test_claims_same_url_same_path() -> None:
+@pytest.fixture(params=["memory", "sqlite"])
+def claims(request: pytest.FixtureRequest) -> Iterator[Claims]:
+    """Claims over each store: the logic must not depend on where claims live."""
+    if request.param == "memory":
+        yield Claims()
+        return
+    store = SqliteClaimStore()
+    yield Claims(store)
+    store.close()
+
+
+def test_claims_report_the_first_line_of_a_repeat(claims: Claims) -> None:
+    """A URL claiming its own path again learns which line claimed it first."""
+    assert claims.claim("http://h/a", "a", "f:1") == ("a", None)
+    assert claims.claim("http://h/a", "a", "f:9") == ("a", "f:1")
+    assert claims.claim("http://x/a", "a", "f:10") == ("a.1", None)
+
+
+def test_unnamed_urls_are_remembered(claims: Claims) -> None:
+    """Items named later by the server are deduplicated by URL alone."""
+    assert claims.seen_unnamed("http://h/d?id=1", "f:1") is None
+    assert claims.seen_unnamed("http://h/d?id=1", "f:2") == "f:1"
+    assert claims.seen_unnamed("http://h/d?id=2", "f:3") is None
+    assert claims.claim("http://h/d?id=1", "d", "f:4") == ("d", None)
+
+
+def test_claims_same_url_same_path(claims: Claims) -> None:
     """Claiming a path again for the same URL returns the same path."""
-    claims = Claims()
-    assert claims.claim("http://h/a.txt", "a.txt") == "a.txt"
-    assert claims.claim("http://h/a.txt", "a.txt") == "a.txt"
-    assert claims.claim("http://x/a.txt", "a.txt") == "a.1.txt"
-    assert claims.claim("http://x/a.txt", "a.txt") == "a.1.txt"
+    assert claims.claim("http://h/a.txt", "a.txt")[0] == "a.txt"
+    assert claims.claim("http://h/a.txt", "a.txt")[0] == "a.txt"
+    assert claims.claim("http://x/a.txt", "a.txt")[0] == "a.1.txt"
+    assert claims.claim("http://x/a.txt", "a.txt")[0] == "a.1.txt"
 
 
-def test_claims_number_later_urls_in_order() -> None:
+def test_claims_number_later_urls_in_order(claims: Claims) -> None:
     """Different URLs for one name get NAME, NAME.1.EXT, NAME.2.EXT in input order."""
     urls = [f"http://h{i}/a.tar.gz" for i in range(4)]
-    first = Claims()
-    names = [first.claim(url, "a.tar.gz") for url in urls]
+    first = claims
+    names = [first.claim(url, "a.tar.gz")[0] for url in urls]
     assert names == ["a.tar.gz", "a.1.tar.gz", "a.2.tar.gz", "a.3.tar.gz"]
-    again = Claims()
-    assert [again.claim(url, "a.tar.gz") for url in urls] == names
+    again = Claims(type(claims._store)())
+    assert [again.claim(url, "a.tar.gz")[0] for url in urls] == names
 
 
-def test_claims_skip_names_taken_by_numbering() -> None:
+def test_claims_skip_names_taken_by_numbering(claims: Claims) -> None:
     """A URL whose own name is an earlier numbered variant gets the next free one."""
-    claims = Claims()
-    assert claims.claim("u1", "a.txt") == "a.txt"
-    assert claims.claim("u2", "a.txt") == "a.1.txt"
-    assert claims.claim("u3", "a.1.txt") == "a.1.1.txt"
-    assert claims.claim("u4", "a.txt") == "a.2.txt"
+    assert claims.claim("u1", "a.txt")[0] == "a.txt"
+    assert claims.claim("u2", "a.txt")[0] == "a.1.txt"
+    assert claims.claim("u3", "a.1.txt")[0] == "a.1.1.txt"
+    assert claims.claim("u4", "a.txt")[0] == "a.2.txt"
 
 
-def test_claims_same_url_different_paths() -> None:
+def test_claims_same_url_different_paths(claims: Claims) -> None:
     """One URL may own several explicit paths."""
-    claims = Claims()
-    assert claims.claim("u", "x/a") == "x/a"
-    assert claims.claim("u", "y/a") == "y/a"
+    assert claims.claim("u", "x/a")[0] == "x/a"
+    assert claims.claim("u", "y/a")[0] == "y/a"
 
 
-def test_claims_file_then_directory() -> None:
+def test_claims_file_then_directory(claims: Claims) -> None:
     """`h/a/b` as a file first: a later `h/a/b/c` moves to directory `h/a/b.1`."""
-    claims = Claims()
-    assert claims.claim("http://h/a/b", "h/a/b") == "h/a/b"
-    assert claims.claim("http://h/a/b/c", "h/a/b/c") == "h/a/b.1/c"
-    assert claims.claim("http://h/a/b/d", "h/a/b/d") == "h/a/b.1/d"
-    assert claims.claim("http://h/a/b/c", "h/a/b/c") == "h/a/b.1/c"
+    assert claims.claim("http://h/a/b", "h/a/b")[0] == "h/a/b"
+    assert claims.claim("http://h/a/b/c", "h/a/b/c")[0] == "h/a/b.1/c"
+    assert claims.claim("http://h/a/b/d", "h/a/b/d")[0] == "h/a/b.1/d"
+    assert claims.claim("http://h/a/b/c", "h/a/b/c")[0] == "h/a/b.1/c"
 
 
-def test_claims_directory_then_file() -> None:
+def test_claims_directory_then_file(claims: Claims) -> None:
     """`h/a/b/c` first needs directory `h/a/b`, so a later file `h/a/b` becomes `h/a/b.1`."""
-    claims = Claims()
-    assert claims.claim("http://h/a/b/c", "h/a/b/c") == "h/a/b/c"
-    assert claims.claim("http://h/a/b", "h/a/b") == "h/a/b.1"
-    assert claims.claim("http://h/a", "h/a") == "h/a.1"
-    assert claims.claim("http://h/a/b/c", "h/a/b/c") == "h/a/b/c"
+    assert claims.claim("http://h/a/b/c", "h/a/b/c")[0] == "h/a/b/c"
+    assert claims.claim("http://h/a/b", "h/a/b")[0] == "h/a/b.1"
+    assert claims.claim("http://h/a", "h/a")[0] == "h/a.1"
+    assert claims.claim("http://h/a/b/c", "h/a/b/c")[0] == "h/a/b/c"
 
 
-def test_claims_file_and_directory_never_share_a_name() -> None:
+def test_claims_file_and_directory_never_share_a_name(claims: Claims) -> None:
     """No claimed file is also a directory some other claimed path needs."""
-    claims = Claims()
     paths = ["h/a", "h/a/b", "h/a/b/c", "h/a", "h/a/b", "h", "h/x/y", "h/x"]
-    claimed = [claims.claim(f"u{i}", path) for i, path in enumerate(paths)]
+    claimed = [claims.claim(f"u{i}", path)[0] for i, path in enumerate(paths)]
     assert len(set(claimed)) == len(claimed)
     dirs = {"/".join(p.split("/")[:i]) for p in claimed for i in range(1, p.count("/") + 1)}
     assert not dirs & set(claimed)
