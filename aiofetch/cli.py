@@ -7,6 +7,7 @@ the command, so `--help` and `--version` start fast.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import click
 
 from . import __version__
 from .config import DEFAULT_USER_AGENT, parse_size
-from .errors import AiofetchError, ExitStatus
+from .errors import AiofetchError, ExitStatus, UsageError
 from .sources import Item, LineError, from_args, parse_checksums, read_lines
 
 if TYPE_CHECKING:
@@ -75,17 +76,29 @@ def _input_name(stream: IO[bytes]) -> str:
     return "-" if not isinstance(name, str) or name == "<stdin>" else name
 
 
+def _read(name: str, stream: IO[bytes]) -> Iterator[Item]:
+    """Parse one input lazily; a read failure midway is an unreadable input (exit 2)."""
+
+    def lines() -> Iterator[bytes]:
+        try:
+            yield from stream
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from exc
+
+    return read_lines(name, lines())
+
+
 def _items(urls: tuple[str, ...], inputs: tuple[IO[bytes], ...]) -> Iterator[Item]:
     sources: list[Iterator[Item]] = []
     if urls:
         sources.append(from_args(urls))
-    sources.extend(read_lines(_input_name(stream), stream) for stream in inputs)
+    sources.extend(_read(_input_name(stream), stream) for stream in inputs)
     if not sources:
         stdin = sys.stdin
         if stdin is not None and stdin.isatty():
             raise click.UsageError("no URLs: give URLs, -i FILE, or pipe a list on stdin")
         if stdin is not None:
-            sources.append(read_lines("-", stdin.buffer))
+            sources.append(_read("-", stdin.buffer))
     return itertools.chain.from_iterable(sources)
 
 
@@ -99,10 +112,10 @@ def _load_checksums(stream: IO[str] | None) -> dict[str, str]:
 
 
 class _Output:
-    """Where report lines go: stdout with --json, and/or the --report file."""
+    """Where result lines go: stdout (--json, or a dry run's plan) and/or --report FILE."""
 
-    def __init__(self, json_out: bool, report: IO[str] | None) -> None:
-        self._stdout = sys.stdout if json_out else None
+    def __init__(self, stdout: bool, report: IO[str] | None = None) -> None:
+        self._stdout = sys.stdout if stdout else None
         self._report = report
 
     def write(self, line: str) -> None:
@@ -111,8 +124,12 @@ class _Output:
                 self._stdout.write(line + "\n")
                 self._stdout.flush()
             except BrokenPipeError:
-                # The reader went away (`| head`); downloads go on, stdout goes quiet.
+                # The reader went away (`| head`): downloads go on, stdout goes quiet,
+                # and the interpreter's last flush must not complain either.
                 self._stdout = None
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
         if self._report is not None:
             self._report.write(line + "\n")
             self._report.flush()
@@ -141,7 +158,6 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
 def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: bool,
              quiet: bool) -> int:
     import json
-    import os
 
     from .models import Result
     from .naming import Claims
@@ -156,6 +172,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     store = SqliteClaimStore()
     planner = Planner(config, root_fd, Claims(store))
     counts = {"fetch": 0, "skip": 0, "failed": 0}
+    output = _Output(stdout=True)
     try:
         for item in items:
             plan = planner.plan(item)
@@ -171,11 +188,11 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
                 note = ""
             counts[action] += 1
             if json_out:
-                print(json.dumps({"url": url, "path": path, "action": action, "line": line},
-                                 ensure_ascii=False))
+                output.write(json.dumps({"url": url, "path": path, "action": action,
+                                         "line": line}, ensure_ascii=False))
             else:
                 shown = path if path is not None else "(named by Content-Disposition)"
-                print(f"{action:5} {url} -> {shown}{note}")
+                output.write(f"{action:5} {url} -> {shown}{note}")
     finally:
         store.close()
         if root_fd is not None:
@@ -298,6 +315,9 @@ def command(
         else:
             status = asyncio.run(_download(items, config, display, _Output(json_out, report),
                                            quiet))
+    except UsageError as exc:
+        display.print(f"aiofetch: error: {exc}")
+        status = ExitStatus.USAGE
     except AiofetchError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.FAILED

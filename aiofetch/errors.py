@@ -7,7 +7,7 @@
      |    +-- VerificationError     length or digest mismatch
      |    +-- SizeLimitError        --max-size exceeded
      |    +-- LocalError            cannot write the target (disk, permissions, layout)
-     +-- UsageError           bad option values found outside click
+     +-- UsageError           bad option values found outside click, unreadable input
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class AiofetchError(Exception):
 
 
 class UsageError(AiofetchError):
-    """An option value or input file that makes the run impossible."""
+    """An option value or input file that makes the run impossible (exit 2)."""
 
 
 class ItemError(AiofetchError):

@@ -108,6 +108,8 @@ def disposition_name(filename: str | None) -> str | None:
     """A safe base name from a Content-Disposition filename, or None if nothing usable."""
     if not filename:
         return None
+    # Header bytes that are not UTF-8 arrive as surrogates; make them U+FFFD.
+    filename = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     base = filename.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
     if base in ("", ".", ".."):
         return None

@@ -32,8 +32,13 @@ def result_dict(result: Result) -> dict[str, Any]:
 
 
 def result_json(result: Result) -> str:
-    """One NDJSON line (without the newline); non-ASCII kept as is."""
-    return json.dumps(result_dict(result), ensure_ascii=False)
+    """One NDJSON line (without the newline); non-ASCII kept as is when it is valid."""
+    line = json.dumps(result_dict(result), ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from undecodable bytes: escape them
+        line = json.dumps(result_dict(result))
+    return line
 
 
 _LABELS = (

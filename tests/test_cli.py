@@ -331,3 +331,32 @@ async def test_sigint_stops_the_run_with_130(serve: Serve, tmp_path: Path) -> No
     assert proc.returncode == 130
     assert b"Traceback" not in err
     assert not (tmp_path / "stall").exists()
+
+
+async def test_input_that_fails_midway_is_exit_2(tmp_path: Path) -> None:
+    """An input that opens but cannot be read is one clear error and exit 2."""
+    ran = await aiofetch("-i", "/proc/self/mem", "-d", str(tmp_path))
+    assert ran.code == 2
+    assert "cannot read /proc/self/mem" in ran.err and "Traceback" not in ran.err
+
+
+async def test_unusable_destination_is_one_error(tmp_path: Path) -> None:
+    """A DIR that cannot be created stops the run with one line and exit 1."""
+    (tmp_path / "file").write_bytes(b"")
+    ran = await aiofetch("http://127.0.0.1:9/x", "-d", str(tmp_path / "file" / "sub"))
+    assert ran.code == 1
+    assert ran.err.strip().splitlines() == [
+        f"aiofetch: error: cannot use directory '{tmp_path / 'file' / 'sub'}': Not a directory"]
+
+
+async def test_closed_stdout_is_not_a_crash(tmp_path: Path) -> None:
+    """`aiofetch --dry-run ... | head -1`: the plan stops quietly, no traceback."""
+    listing = tmp_path / "many.txt"
+    listing.write_text("".join(f"http://127.0.0.1:9/f{n}\n" for n in range(20000)))
+    proc = await asyncio.create_subprocess_shell(
+        f"{sys.executable} -m aiofetch --dry-run -i {listing} -d {tmp_path / 'd'} | head -n 1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(None),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert out.decode() == "fetch http://127.0.0.1:9/f0 -> f0\n"
+    assert b"Traceback" not in err and b"BrokenPipe" not in err

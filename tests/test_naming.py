@@ -421,3 +421,10 @@ def test_claims_file_and_directory_never_share_a_name(claims: Claims) -> None:
     assert len(set(claimed)) == len(claimed)
     dirs = {"/".join(p.split("/")[:i]) for p in claimed for i in range(1, p.count("/") + 1)}
     assert not dirs & set(claimed)
+
+
+def test_disposition_name_with_undecodable_bytes() -> None:
+    """Header bytes that are not UTF-8 (surrogate-escaped) become U+FFFD."""
+    name = disposition_name("r\udce9sum\udce9.pdf")
+    assert name == "r\ufffdsum\ufffd.pdf"
+    assert name.encode("utf-8")

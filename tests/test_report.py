@@ -159,3 +159,11 @@ def test_summary_failed(statuses: list[Status], failed: bool) -> None:
     for status in statuses:
         summary.add(make(status))
     assert summary.failed is failed
+
+
+def test_json_line_escapes_lone_surrogates() -> None:
+    """Text that cannot be UTF-8 (lone surrogates) is escaped, so the line always writes."""
+    result = Result(url="http://h/x", path="bad\udcffname", status=Status.OK, line="t:1")
+    line = result_json(result)
+    line.encode("utf-8")
+    assert json.loads(line)["path"] == "bad\udcffname"
