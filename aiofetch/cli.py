@@ -160,20 +160,12 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     import json
 
     from .models import Result
-    from .naming import Claims
-    from .planner import Planner
+    from .planner import offline_planner
     from .progress import error_line
-    from .registry import SqliteClaimStore
 
-    try:
-        root_fd: int | None = os.open(config.dest, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        root_fd = None  # nothing there yet: everything would be fetched
-    store = SqliteClaimStore()
-    planner = Planner(config, root_fd, Claims(store))
     counts = {"fetch": 0, "skip": 0, "failed": 0}
     output = _Output(stdout=True)
-    try:
+    with offline_planner(config) as planner:
         for item in items:
             plan = planner.plan(item)
             if isinstance(plan, Result):
@@ -193,10 +185,6 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
             else:
                 shown = path if path is not None else "(named by Content-Disposition)"
                 output.write(f"{action:5} {url} -> {shown}{note}")
-    finally:
-        store.close()
-        if root_fd is not None:
-            os.close(root_fd)
     if not quiet:
         display.print(f"dry run: {counts['fetch']} to fetch, {counts['skip']} to skip, "
                       f"{counts['failed']} bad")

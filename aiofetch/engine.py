@@ -52,6 +52,8 @@ async def _as_jobs(items: Items) -> AsyncIterator[Job | BadLine]:
     read on a thread so a slow pipe never stalls transfers."""
     source: AsyncIterable[Item]
     feed: ThreadFeed[Item] | None = None
+    if isinstance(items, str):
+        raise TypeError("items must be an iterable of URLs, not one URL string")
     if isinstance(items, AsyncIterable):
         source = items
     elif isinstance(items, Sequence):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
 from .config import Config
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
+from .registry import SqliteClaimStore
 from .storage import complete_size
 
 
@@ -49,3 +54,19 @@ class Planner:
     def _duplicate(item: Job, path: str | None, first: str) -> Result:
         return Result(url=item.url, path=path, status=Status.SKIPPED, line=item.line,
                       duplicate_of=first)
+
+
+@contextlib.contextmanager
+def offline_planner(config: Config) -> Iterator[Planner]:
+    """A Planner for a dry run: DIR is looked at if it exists, never created or written."""
+    try:
+        root_fd: int | None = os.open(config.dest, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        root_fd = None  # nothing there yet: everything would be fetched
+    store = SqliteClaimStore()
+    try:
+        yield Planner(config, root_fd, Claims(store))
+    finally:
+        store.close()
+        if root_fd is not None:
+            os.close(root_fd)

@@ -453,3 +453,9 @@ def test_blocking_wrapper(tmp_path: Path) -> None:
     results = download_all(items, Config(dest=tmp_path, connect_timeout=1))
     assert len(results) == 3
     assert [r.status for r in results].count(Status.SKIPPED) == 1
+
+
+async def test_a_single_url_string_is_refused(config: Config) -> None:
+    """Passing one URL string (not a list) is a clear TypeError, not 20 one-letter items."""
+    with pytest.raises(TypeError, match="not one URL string"):
+        await run("http://127.0.0.1:9/x", config)
