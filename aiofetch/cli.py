@@ -17,7 +17,14 @@ import click
 
 from . import __version__
 from .config import DEFAULT_USER_AGENT, parse_size
-from .errors import AiofetchError, ExitStatus, UsageError
+from .errors import (
+    AiofetchError,
+    CannotWriteError,
+    ExitStatus,
+    LockedError,
+    StateError,
+    UsageError,
+)
 from .sources import Item, LineError, from_args, parse_checksums, read_lines
 
 if TYPE_CHECKING:
@@ -137,22 +144,54 @@ class _Output:
 
 async def _download(items: Iterator[Item], config: Config, display: Display,
                     output: _Output, quiet: bool) -> int:
+    import asyncio
     import contextlib
+    import signal
     import time
 
     from .engine import download
     from .report import Summary, result_json
 
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received and signum == signal.SIGINT:
+            # A second Ctrl-C: out at once. Final names only ever hold complete files.
+            display.console.show_cursor(True)
+            os._exit(ExitStatus.SIGINT)
+        received.append(signum)
+        stop.set()
+        display.print("aiofetch: interrupted: finishing the report, keeping partial files "
+                      "for resume (Ctrl-C again to quit at once)")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
     summary = Summary()
     started = time.monotonic()
-    with display:
-        async with contextlib.aclosing(download(items, config, sink=display)) as results:
-            async for result in results:
-                summary.add(result)
-                output.write(result_json(result))
-    if not quiet:
+    halted: AiofetchError | None = None
+    try:
+        with display:
+            async with contextlib.aclosing(
+                download(items, config, sink=display, stop=stop)
+            ) as results:
+                try:
+                    async for result in results:
+                        summary.add(result)
+                        output.write(result_json(result))
+                except (CannotWriteError, StateError) as exc:
+                    halted = exc
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    if halted is not None:
+        display.print(f"aiofetch: error: {halted}")
+    if not quiet and (summary.counts or halted is None):
         display.print(summary.line(time.monotonic() - started))
-    return ExitStatus.FAILED if summary.failed else ExitStatus.OK
+    if received:
+        return ExitStatus.SIGINT if received[0] == signal.SIGINT else ExitStatus.SIGTERM
+    return ExitStatus.FAILED if summary.failed or halted else ExitStatus.OK
 
 
 def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: bool,
@@ -225,6 +264,25 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               show_default=True, metavar="SECONDS", help="Longest stall between bytes.")
 @click.option("--max-redirects", type=click.IntRange(min=0), default=20, show_default=True,
               help="Redirects followed per item.")
+@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Extra attempts per item on connection errors, timeouts, truncated "
+              "bodies and 408/425/429/5xx.")
+@click.option("--retry-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="SECONDS", help="Backoff base: doubles per retry, with jitter, up to "
+              "60 s; Retry-After wins.")
+@click.option("--no-resume", is_flag=True,
+              help="Start over instead of resuming .part files left by earlier runs.")
+@click.option("--state", "state_file", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="State journal (default DIR/.aiofetch.db).")
+@click.option("--no-state", is_flag=True, help="Keep no state journal.")
+@click.option("--lock/--no-lock", default=True, show_default=True,
+              help="Take a lock on DIR; a second run on it exits 75 at once.")
+@click.option("--proxy", metavar="URL",
+              help="Proxy for every request (HTTP_PROXY, HTTPS_PROXY, NO_PROXY are honoured "
+              "without it).")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Verify TLS certificates against the CAs in FILE.")
 @click.option("-H", "--header", multiple=True, type=HeaderType(),
               help="Extra request header 'Name: value'. Repeatable.")
 @click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
@@ -255,6 +313,15 @@ def command(
     connect_timeout: float,
     read_timeout: float,
     max_redirects: int,
+    retries: int,
+    retry_wait: float,
+    no_resume: bool,
+    state_file: Path | None,
+    no_state: bool,
+    lock: bool,
+    proxy: str | None,
+    insecure: bool,
+    ca_bundle: Path | None,
     header: tuple[tuple[str, str], ...],
     user_agent: str,
     progress: str,
@@ -272,7 +339,7 @@ def command(
 
     from rich.console import Console
 
-    from .config import Config
+    from .config import Config, RetryPolicy
     from .progress import Display
 
     config = Config(
@@ -289,6 +356,14 @@ def command(
         max_redirects=max_redirects,
         headers=header,
         user_agent=user_agent,
+        retry=RetryPolicy(retries=retries, wait=retry_wait),
+        resume=not no_resume,
+        state=state_file,
+        use_state=not no_state,
+        lock=lock,
+        proxy=proxy,
+        insecure=insecure,
+        ca_bundle=ca_bundle,
     )
     items = _items(urls, input_file)
     console = Console(stderr=True)
@@ -306,6 +381,9 @@ def command(
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.USAGE
+    except LockedError as exc:
+        display.print(f"aiofetch: {exc}")
+        status = ExitStatus.LOCKED
     except AiofetchError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.FAILED

@@ -15,6 +15,19 @@ Layout = Literal["flat", "tree"]
 IfExists = Literal["skip", "update", "overwrite"]
 
 DEFAULT_USER_AGENT = f"aiofetch/{__version__}"
+STATE_NAME = ".aiofetch.db"
+LOCK_NAME = ".aiofetch.lock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a transient failure is tried again."""
+
+    retries: int = 5
+    wait: float = 1.0
+    cap: float = 60.0
+    # A Retry-After longer than this is not waited for: the item fails with that reason.
+    max_retry_after: float = 300.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +47,15 @@ class Config:
     max_redirects: int = 20
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = DEFAULT_USER_AGENT
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    resume: bool = True
+    # The state journal: None means DIR/.aiofetch.db; use_state=False runs without one.
+    state: Path | None = None
+    use_state: bool = True
+    lock: bool = True
+    proxy: str | None = None
+    insecure: bool = False
+    ca_bundle: Path | None = None
     # Largest piece read from the socket and written in one go.
     chunk_size: int = 1 << 20
 
@@ -42,6 +64,17 @@ class Config:
             raise ValueError("jobs must be at least 1")
         if self.per_host < 0:
             raise ValueError("per_host must be 0 (unlimited) or more")
+
+    @property
+    def state_path(self) -> Path | None:
+        """Where the state journal lives, or None when the run keeps none."""
+        if not self.use_state:
+            return None
+        return self.state if self.state is not None else self.dest / STATE_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.dest / LOCK_NAME
 
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)

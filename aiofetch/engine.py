@@ -7,24 +7,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import os
+import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from .config import Config
-from .errors import ItemError
-from .events import EventSink, InputDone, ItemSeen, ItemSettled, discard
+from .errors import AiofetchError, CannotWriteError, ItemError, LocalError, UsageError
+from .events import EventSink, InputDone, ItemSeen, ItemSettled, Retrying, discard
 from .feed import ThreadFeed
+from .lock import DirLock
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims
 from .planner import Planner
 from .registry import SqliteClaimStore
+from .retry import HostGate, with_retries
 from .sources import parse_line
+from .state import State
 from .storage import open_root
-from .transfer import Context, attempt
+from .transfer import Context, Download
 
 Item = str | Job | BadLine
 Items = Iterable[Item] | AsyncIterable[Item]
@@ -34,17 +41,32 @@ _DONE = object()
 
 def make_session(config: Config) -> aiohttp.ClientSession:
     """The run's one session: bounded connections, stall timeouts, bodies kept as sent."""
-    connector = aiohttp.TCPConnector(limit=config.jobs, limit_per_host=config.per_host)
+    connector = aiohttp.TCPConnector(
+        limit=config.jobs, limit_per_host=config.per_host, ssl=_tls(config)
+    )
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
     )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=timeout,
+        headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         read_bufsize=config.chunk_size,
+        trust_env=True,  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and ~/.netrc, as wget does)
     )
+
+
+def _tls(config: Config) -> ssl.SSLContext | bool:
+    if config.insecure:
+        return False
+    if config.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(config.ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot use --ca-bundle {str(config.ca_bundle)!r}: {exc}") from exc
 
 
 async def _as_jobs(items: Items) -> AsyncIterator[Job | BadLine]:
@@ -81,16 +103,47 @@ async def _aiter_plain(items: Iterable[Item]) -> AsyncIterator[Item]:
         yield item
 
 
+# Failing writes with these errors, several items in a row, mean DIR takes nothing.
+_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
+_CANNOT_WRITE_STREAK = 3
+
+
+def _host(url: str) -> str:
+    parsed = URL(url)
+    return f"{parsed.host}:{parsed.port}"
+
+
 class _Run:
-    def __init__(self, config: Config, sink: EventSink, root_fd: int,
-                 session: aiohttp.ClientSession, claims: Claims) -> None:
+    """The tasks of one run and what they share."""
+
+    def __init__(self, config: Config, sink: EventSink, context: Context) -> None:
         self.config = config
         self.sink = sink
-        self.planner = Planner(config, root_fd, claims)
-        self.context = Context(config, session, root_fd, claims, sink)
+        self.context = context
+        self.planner = Planner(config, context.root_fd, context.claims)
+        self.gate = HostGate()
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=4 * config.jobs)
         self.keys = itertools.count()
+        self.in_flight: set[asyncio.Task[Result]] = set()
+        self.feeder: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.halted: AiofetchError | None = None
+        self._write_failures = 0
+
+    def stop(self) -> None:
+        """No new work; in-flight items end as `interrupted`, keeping their `.part`."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.feeder is not None:
+            self.feeder.cancel()
+        while not self.jobs.empty():  # queued, never started: they get no report line
+            self.jobs.get_nowait()
+        for _ in range(self.config.jobs):
+            self.jobs.put_nowait(None)
+        for task in self.in_flight:
+            task.cancel()
 
     async def settle(self, key: int | None, result: Result) -> None:
         self.sink(ItemSettled(key, result))
@@ -112,6 +165,10 @@ class _Run:
                                                    bytes=planned.size))
                 else:
                     await self.jobs.put(planned)
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            return
         finally:
             self.sink(InputDone(count))
         # Only after a clean end: a cancelled feeder must not wait on a full queue.
@@ -119,24 +176,58 @@ class _Run:
             await self.jobs.put(None)
 
     async def work(self) -> None:
-        while (planned := await self.jobs.get()) is not None:
+        while (planned := await self.jobs.get()) is not None and not self.stopping:
             key = next(self.keys)
-            await self.settle(key, await self.fetch(planned, key))
+            task = asyncio.create_task(self.fetch(planned, key))
+            self.in_flight.add(task)
+            try:
+                result = await task
+            finally:
+                self.in_flight.discard(task)
+            await self.settle(key, result)
 
     async def fetch(self, planned: Planned, key: int) -> Result:
-        """Run an item to its end. Retries (issue 3) wrap `attempt` here."""
+        """Run one item to its end: attempts, retries, and what is left on disk."""
         job = planned.job
+        download = Download(self.context, planned, key)
         started = time.monotonic()
+
+        def result(status: Status, **fields: Any) -> Result:
+            fields.setdefault("http_status", download.http_status)
+            return Result(url=job.url, path=download.path, status=status, line=job.line,
+                          attempts=download.attempts,
+                          elapsed_s=round(time.monotonic() - started, 3), **fields)
+
+        def on_retry(attempt: int, delay: float, error: ItemError) -> None:
+            self.sink(Retrying(key, job.url, job.line, attempt, delay, str(error)))
+
         try:
-            outcome = await attempt(self.context, planned, key)
+            outcome = await with_retries(download.attempt, self.config.retry,
+                                         host=_host(job.url), gate=self.gate,
+                                         on_retry=on_retry)
         except ItemError as exc:
-            return Result(url=job.url, path=exc.path, status=Status.FAILED, line=job.line,
-                          http_status=exc.http_status, attempts=1,
-                          elapsed_s=round(time.monotonic() - started, 3), error=str(exc))
-        return Result(url=job.url, path=outcome.path, status=outcome.status, line=job.line,
-                      http_status=outcome.http_status, bytes=outcome.bytes,
-                      sha256=outcome.sha256, attempts=1,
-                      elapsed_s=round(time.monotonic() - started, 3))
+            await download.settle_part(keep=exc.transient)
+            self._count_write_failure(exc)
+            return result(Status.FAILED, error=str(exc),
+                          http_status=exc.http_status or download.http_status)
+        except asyncio.CancelledError:
+            await download.settle_part(keep=True)
+            if not self.stopping:
+                raise
+            return result(Status.INTERRUPTED, error="interrupted")
+        self._write_failures = 0
+        return result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
+                      sha256=outcome.sha256)
+
+    def _count_write_failure(self, exc: ItemError) -> None:
+        if not (isinstance(exc, LocalError) and exc.errno in _CANNOT_WRITE):
+            return
+        self._write_failures += 1
+        if self._write_failures >= _CANNOT_WRITE_STREAK and self.halted is None:
+            self.halted = CannotWriteError(
+                f"stopping: {self._write_failures} items in a row could not be written "
+                f"({exc})")
+            self.stop()
 
     async def finish(self, tasks: list[asyncio.Task[None]]) -> None:
         try:
@@ -148,37 +239,66 @@ class _Run:
 
 
 async def download(
-    items: Items, config: Config | None = None, *, sink: EventSink = discard
+    items: Items,
+    config: Config | None = None,
+    *,
+    sink: EventSink = discard,
+    stop: asyncio.Event | None = None,
 ) -> AsyncGenerator[Result, None]:
     """Fetch every item and yield a Result for each as it settles (not in input order).
 
     `items` are URLs, Jobs or BadLines, from a plain or async iterable; a blocking
     iterable such as a file is read on a thread, lazily. Items fail one by one; the run
-    itself raises only for what stops everything (DIR unusable, input unreadable).
+    itself raises only for what stops everything (DIR unusable or locked, input
+    unreadable, state unusable, writes failing item after item).
+
+    Setting `stop` (say, from a signal handler) ends the run early: nothing new starts,
+    items in flight settle as `interrupted` with their `.part` kept, then the
+    generator ends.
     """
     config = config or Config()
     root_fd = open_root(config.dest)
-    store = SqliteClaimStore()
+    resources = contextlib.ExitStack()
     tasks: list[asyncio.Task[None]] = []
     try:
+        if config.lock:
+            lock = DirLock(config.lock_path)
+            lock.acquire()
+            resources.callback(lock.release)
+        state = None
+        if config.state_path is not None:
+            state = State.open(config.state_path)
+            resources.callback(state.close)
+        store = SqliteClaimStore()
+        resources.callback(store.close)
         async with make_session(config) as session:
-            run = _Run(config, sink, root_fd, session, Claims(store))
-            tasks.append(asyncio.create_task(run.feed(items)))
+            context = Context(config, session, root_fd, Claims(store), sink, state)
+            run = _Run(config, sink, context)
+            run.feeder = asyncio.create_task(run.feed(items))
+            tasks.append(run.feeder)
             tasks.extend(asyncio.create_task(run.work()) for _ in range(config.jobs))
-            finisher = asyncio.create_task(run.finish(list(tasks)))
-            tasks.append(finisher)
+            tasks.append(asyncio.create_task(run.finish(list(tasks))))
+            if stop is not None:
+                tasks.append(asyncio.create_task(_watch(stop, run)))
             while (result := await run.results.get()) is not _DONE:
                 if isinstance(result, BaseException):
                     raise result
                 assert isinstance(result, Result)
                 yield result
+            if run.halted is not None:
+                raise run.halted
     finally:
         for task in tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
-        store.close()
+        resources.close()
         os.close(root_fd)
+
+
+async def _watch(stop: asyncio.Event, run: _Run) -> None:
+    await stop.wait()
+    run.stop()
 
 
 def download_all(

@@ -8,6 +8,9 @@
      |    +-- SizeLimitError        --max-size exceeded
      |    +-- LocalError            cannot write the target (disk, permissions, layout)
      +-- UsageError           bad option values found outside click, unreadable input
+     +-- LockedError          another run holds DIR's lock (exit 75)
+     +-- StateError           the state journal is unusable (corrupt, foreign, unwritable)
+     +-- CannotWriteError     DIR refuses every write: the run stops early
 """
 
 from __future__ import annotations
@@ -39,9 +42,17 @@ class ItemError(AiofetchError):
 
     transient = False
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
+        # Seconds the server asked us to wait (Retry-After) before trying again.
+        self.retry_after = retry_after
         self.path: str | None = None
 
 
@@ -64,7 +75,27 @@ class SizeLimitError(ItemError):
 
 
 class LocalError(ItemError):
-    """The target cannot be written here."""
+    """The target cannot be written here; `errno` says why when the OS told us."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class LockedError(AiofetchError):
+    """Another run holds the lock on DIR."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class StateError(AiofetchError):
+    """The state journal cannot be opened or written."""
+
+
+class CannotWriteError(AiofetchError):
+    """Writes to DIR fail one after another (read-only, full, refused): stop the run."""
 
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

@@ -44,6 +44,18 @@ class TransferAdvanced:
 
 
 @dataclass(frozen=True, slots=True)
+class Retrying:
+    """Attempt number `attempt` of item `key` failed; another follows after `delay` s."""
+
+    key: int
+    url: str
+    line: str
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ItemSettled:
     """An item is finished, however it ended; `key` is None for items never started."""
 
@@ -51,7 +63,7 @@ class ItemSettled:
     result: Result
 
 
-Event = ItemSeen | InputDone | TransferStarted | TransferAdvanced | ItemSettled
+Event = ItemSeen | InputDone | TransferStarted | TransferAdvanced | Retrying | ItemSettled
 
 
 class EventSink(Protocol):

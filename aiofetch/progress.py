@@ -33,6 +33,7 @@ from .events import (
     InputDone,
     ItemSeen,
     ItemSettled,
+    Retrying,
     TransferAdvanced,
     TransferStarted,
 )
@@ -145,6 +146,10 @@ class Display:
                 progress.remove_task(self._tasks.pop(event.key))
             if event.result.status is Status.FAILED:
                 self.print(f"aiofetch: error: {error_line(event.result)}")
+        elif isinstance(event, Retrying):
+            if self.mode != "none":
+                self.print(f"aiofetch: retry {event.attempt} in {event.delay:.1f}s: "
+                           f"{event.line}: {event.url}: {event.reason}")
         elif isinstance(event, ItemSeen):
             self._seen = event.count
             progress.update(self._files, total=event.count)

@@ -21,7 +21,8 @@ Item = Job | BadLine
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _JSON_KEYS = frozenset({"url", "path", "sha256", "headers"})
-RESERVED_NAMES = frozenset({".aiofetch.db", ".aiofetch.lock"})
+RESERVED_NAMES = frozenset({".aiofetch.db", ".aiofetch.lock", ".aiofetch.db-wal",
+                            ".aiofetch.db-shm", ".aiofetch.db-journal"})
 PART_SUFFIX = ".part"
 NAME_MAX = 255
 

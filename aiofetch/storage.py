@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import hashlib
 import os
 import stat
@@ -30,7 +31,8 @@ def open_root(dest: Path) -> int:
         dest.mkdir(parents=True, exist_ok=True)
         return os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise LocalError(f"cannot use directory {str(dest)!r}: {exc.strerror}") from exc
+        raise LocalError(f"cannot use directory {str(dest)!r}: {exc.strerror}",
+                         errno=exc.errno) from exc
 
 
 def _describe(exc: OSError) -> str:
@@ -91,7 +93,12 @@ def complete_size(root_fd: int, path: str) -> int | None:
 
 
 class PartFile:
-    """A body streaming to `NAME.part`, hashed as it goes, renamed to NAME on commit."""
+    """A body streaming to `NAME.part`, hashed as it goes, renamed to NAME on commit.
+
+    One PartFile follows an item across its attempts: a retry reopens the same `.part`
+    and, when the server resumes, appends to it; the digest of the bytes already there
+    is computed once (read back only when they came from an earlier run).
+    """
 
     def __init__(self, root_fd: int, path: str) -> None:
         self.path = path
@@ -101,27 +108,81 @@ class PartFile:
         self._dir_fd = -1
         self._file: AsyncBufferedIOBase | None = None
         self._hash = hashlib.sha256()
+        self._hashed = 0  # how many leading bytes of the .part the hash covers
         self.size = 0
 
-    def _opener(self, name: str, flags: int) -> int:
-        """Runs on aiofiles' thread: walk to the parent, then open the `.part` there."""
-        self._dir_fd = _walk(self._root_fd, self._parents, create=True)
-        flags |= os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            return os.open(name, flags, 0o666, dir_fd=self._dir_fd)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-        # A symlink at the `.part` name: the name is ours, so the link goes, never followed.
-        os.unlink(name, dir_fd=self._dir_fd)
-        return os.open(name, flags, 0o666, dir_fd=self._dir_fd)
+    @property
+    def name(self) -> str:
+        return self.path + PART_SUFFIX
 
-    async def open(self) -> None:
+    def _opener(self, name: str, flags: int, *, keep: bool) -> int:
+        """Runs on aiofiles' thread: walk to the parent, then open the `.part` there."""
+        if self._dir_fd < 0:
+            self._dir_fd = _walk(self._root_fd, self._parents, create=True)
+        # O_NONBLOCK: a FIFO planted at the name fails at once instead of hanging.
+        flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | (0 if keep else os.O_TRUNC)
         try:
-            self._file = await aiofiles.open(self._part, "wb", opener=self._opener)
+            fd = os.open(name, flags, 0o666, dir_fd=self._dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise
+            fd = -1
+        if fd >= 0 and not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            fd = -1
+        if fd < 0:
+            # Not a regular file (a planted link or FIFO): the name is ours, so it goes.
+            os.unlink(name, dir_fd=self._dir_fd)
+            fd = os.open(name, flags, 0o666, dir_fd=self._dir_fd)
+        self.size = os.fstat(fd).st_size
+        return fd
+
+    async def open(self, *, keep: bool) -> int:
+        """Open the `.part` for appending; `keep` its bytes or start empty. Returns its size."""
+        await self.close()
+        opener = functools.partial(self._opener, keep=keep)
+        try:
+            self._file = await aiofiles.open(self._part, "ab", opener=opener)
         except OSError as exc:
             await self._close_dir()
-            raise LocalError(f"cannot create {self.path}{PART_SUFFIX}: {_describe(exc)}") from exc
+            raise _local(f"cannot create {self.name}", exc) from exc
+        if self.size < self._hashed or not keep:
+            self._reset_hash()
+        return self.size
+
+    def _reset_hash(self) -> None:
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+
+    async def restart(self) -> None:
+        """Throw away the bytes so far: the body starts again from zero."""
+        assert self._file is not None
+        try:
+            await self._file.truncate(0)
+        except OSError as exc:
+            raise _local(f"cannot write {self.name}", exc) from exc
+        self.size = 0
+        self._reset_hash()
+
+    async def adopt_prefix(self) -> None:
+        """The bytes already in the `.part` start the body: bring the digest up to them."""
+        if self._hashed == self.size:
+            return
+        await self._run(self._hash_prefix)
+
+    def _hash_prefix(self) -> None:
+        fd = os.open(self._part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        try:
+            offset = self._hashed
+            while offset < self.size:
+                block = os.pread(fd, min(1 << 20, self.size - offset), offset)
+                if not block:
+                    raise OSError(errno.EIO, "the .part file shrank while being read")
+                self._hash.update(block)
+                offset += len(block)
+            self._hashed = offset
+        finally:
+            os.close(fd)
 
     async def write(self, chunk: bytes) -> None:
         """Append and hash one chunk; both run off the event loop, side by side."""
@@ -132,8 +193,9 @@ class PartFile:
                 self._file.write(chunk), loop.run_in_executor(None, self._hash.update, chunk)
             )
         except OSError as exc:
-            raise LocalError(f"cannot write {self.path}{PART_SUFFIX}: {_describe(exc)}") from exc
+            raise _local(f"cannot write {self.name}", exc) from exc
         self.size += len(chunk)
+        self._hashed += len(chunk)
 
     def sha256(self) -> str:
         return self._hash.hexdigest()
@@ -148,21 +210,42 @@ class PartFile:
             )
         except OSError as exc:
             await self.discard()
-            raise LocalError(f"cannot finish {self.path}: {_describe(exc)}") from exc
+            raise _local(f"cannot finish {self.path}", exc) from exc
         await self._close_dir()
 
-    async def discard(self) -> None:
-        """Close and delete the `.part`; nothing of this body is left behind."""
+    async def close(self) -> None:
+        """Close the file between attempts; a failed flush shows in the size check."""
         try:
             await self._close_file()
         except OSError:
-            pass  # the file is deleted next; a failed flush loses nothing we keep
-        if self._dir_fd >= 0:
-            try:
-                await self._run(os.unlink, self._part, dir_fd=self._dir_fd)
-            except FileNotFoundError:
-                pass
+            self.size = -1  # unknown: the next open() reads the size from the disk
+
+    async def keep(self) -> None:
+        """Close the `.part` and leave it for a later attempt or run to resume."""
+        try:
+            await self.close()
+        finally:
+            await self._close_dir()
+
+    async def discard(self) -> None:
+        """Close and delete the `.part`; nothing of this body is left behind."""
+        await self.close()
+        try:
+            await self._run(self._unlink)
+        except OSError:
+            pass  # gone already, or its directory is: nothing of it is left to remove
+        self.size = 0
+        self._reset_hash()
         await self._close_dir()
+
+    def _unlink(self) -> None:
+        if self._dir_fd < 0:
+            try:
+                self._dir_fd = _walk(self._root_fd, self._parents, create=False)
+            except LocalError:
+                return  # no directory of ours there: no .part either
+        if self._dir_fd >= 0:
+            os.unlink(self._part, dir_fd=self._dir_fd)
 
     async def _close_file(self) -> None:
         if self._file is not None:
@@ -177,5 +260,9 @@ class PartFile:
     @staticmethod
     async def _run(func: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: func(*args, **kwargs)
+            None, functools.partial(func, *args, **kwargs)
         )
+
+
+def _local(what: str, exc: OSError) -> LocalError:
+    return LocalError(f"{what}: {_describe(exc)}", errno=exc.errno)

@@ -1,14 +1,23 @@
-"""One attempt at one item: request, status checks, naming from headers, stream, verify."""
+"""One item across its attempts: request (redirects by hand), resume, stream, verify.
+
+Redirects are followed here rather than by aiohttp because Authorization and Cookie
+must go only to the origin they were given for, including when a chain of redirects
+comes back to it; aiohttp drops Authorization on a host change and never restores it,
+and keeps a Cookie header set by the caller.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from .config import Config
 from .errors import (
+    RETRYABLE_STATUSES,
     HTTPStatusError,
     ItemError,
     SizeLimitError,
@@ -18,12 +27,19 @@ from .errors import (
 from .events import EventSink, TransferAdvanced, TransferStarted
 from .models import Planned, Status
 from .naming import Claims, disposition_name, url_name
+from .retry import parse_retry_after
+from .state import State, Validators
 from .storage import PartFile, complete_size
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_SENSITIVE = frozenset({"authorization", "cookie"})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a successful attempt produced."""
+    """What a successful item produced."""
 
     status: Status
     path: str
@@ -34,19 +50,19 @@ class Outcome:
 
 @dataclass(slots=True)
 class Context:
-    """What every attempt in a run shares."""
+    """What every item in a run shares."""
 
     config: Config
     session: aiohttp.ClientSession
     root_fd: int
     claims: Claims
     sink: EventSink
+    state: State | None = None
 
 
 def request_headers(config: Config, planned: Planned) -> dict[str, str]:
-    """Headers for the body request: bodies are stored exactly as sent, so no encodings."""
-    headers = {"User-Agent": config.user_agent, "Accept-Encoding": "identity"}
-    headers.update(config.headers)
+    """Run-wide then per-item headers (the session adds User-Agent and identity coding)."""
+    headers = dict(config.headers)
     headers.update(planned.job.headers)
     return headers
 
@@ -58,99 +74,250 @@ def expected_sha256(config: Config, planned: Planned, path: str) -> str | None:
     return config.checksums.get(path) or config.checksums.get(path.rsplit("/", 1)[-1])
 
 
-def _check_status(resp: aiohttp.ClientResponse) -> None:
-    if resp.status >= 400:
-        raise HTTPStatusError(f"HTTP {resp.status} {resp.reason or ''}".rstrip(),
-                              http_status=resp.status)
-    if resp.status == 206:
-        raise HTTPStatusError("HTTP 206 for a request without Range", http_status=206)
-    if not 200 <= resp.status < 300:
-        raise HTTPStatusError(f"HTTP {resp.status}: no body to save", http_status=resp.status)
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """`bytes START-END/TOTAL` (RFC 9110 14.4) -> (start, end, total or None)."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    start, end, total = match.groups()
+    if int(end) < int(start):
+        return None
+    return int(start), int(end), None if total == "*" else int(total)
 
 
-def _target(ctx: Context, planned: Planned, resp: aiohttp.ClientResponse) -> str:
-    """The item's path; with --content-disposition it is decided here, from the headers."""
-    if planned.path is not None:
-        return planned.path
-    disposition = resp.content_disposition
-    name = disposition_name(disposition.filename if disposition else None)
-    if name is None:
-        name = url_name(str(resp.url), ctx.config.layout)
-    return ctx.claims.claim(planned.job.url, name, planned.job.line)[0]
+def _status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
+    retry_after = None
+    if resp.status in RETRYABLE_STATUSES:
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    return HTTPStatusError(f"HTTP {resp.status} {resp.reason or ''}".rstrip(),
+                           http_status=resp.status, retry_after=retry_after)
 
 
-async def attempt(ctx: Context, planned: Planned, key: int) -> Outcome:
-    """Fetch one item once; raise an ItemError (with `.path` when known) on failure."""
-    path = planned.path
-    config = ctx.config
-    try:
-        async with ctx.session.get(
-            planned.job.url,
-            headers=request_headers(config, planned),
-            max_redirects=config.max_redirects,
-        ) as resp:
-            _check_status(resp)
-            path = _target(ctx, planned, resp)
-            if planned.path is None and config.if_exists == "skip":
-                size = complete_size(ctx.root_fd, path)
-                if size is not None:
-                    return Outcome(Status.SKIPPED, path, resp.status, size, None)
-            return await _stream(ctx, planned, key, resp, path)
-    except ItemError as exc:
-        exc.path = path
-        raise
-    except aiohttp.ClientError as exc:
-        raise translate(exc, path) from exc
-    except asyncio.TimeoutError as exc:
-        error = TransferError(f"timed out: no data for {config.read_timeout:g}s")
-        error.path = path
-        raise error from exc
+class Download:
+    """One item: its target, its `.part`, and what the server said, across attempts."""
 
+    def __init__(self, ctx: Context, planned: Planned, key: int) -> None:
+        self.ctx = ctx
+        self.planned = planned
+        self.key = key
+        self.path = planned.path
+        self.part: PartFile | None = None
+        self.attempts = 0
+        self.http_status: int | None = None
+        # The version this run's .part bytes came from, once a full response began.
+        self._validators: Validators | None = None
+        self._recorded = False  # validators written to the state for this .part
+        self._resumable = True  # False once the server says Accept-Ranges: none
 
-async def _stream(
-    ctx: Context, planned: Planned, key: int, resp: aiohttp.ClientResponse, path: str
-) -> Outcome:
-    config = ctx.config
-    total = resp.content_length
-    limit = config.max_size
-    if limit is not None and total is not None and total > limit:
-        raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
-                             http_status=resp.status)
-    ctx.sink(TransferStarted(key, planned.job.url, path, total))
-    part = PartFile(ctx.root_fd, path)
-    await part.open()
-    try:
+    @property
+    def url(self) -> str:
+        return self.planned.job.url
+
+    async def attempt(self) -> Outcome:
+        """One request for the body; raise ItemError (with `.path`) on failure."""
+        self.attempts += 1
+        try:
+            return await self._attempt_closing()
+        except ItemError as exc:
+            exc.path = self.path
+            raise
+        except aiohttp.ClientError as exc:
+            raise translate(exc, self.path) from exc
+        except asyncio.TimeoutError as exc:
+            error = TransferError(f"timed out: no data for {self.ctx.config.read_timeout:g}s")
+            error.path = self.path
+            raise error from exc
+
+    async def _attempt_closing(self) -> Outcome:
+        try:
+            return await self._attempt()
+        except BaseException:
+            if self.part is not None:
+                await self.part.close()  # the bytes stay; settle_part decides their fate
+            raise
+
+    async def _attempt(self) -> Outcome:
+        config = self.ctx.config
+        offset = 0
+        headers = request_headers(config, self.planned)
+        if self.path is not None:
+            offset = await self._open_part(keep=config.resume or self.attempts > 1)
+            if offset > 0:
+                headers["Range"] = f"bytes={offset}-"
+                if_range = self._if_range()
+                if if_range:
+                    headers["If-Range"] = if_range
+        resp = await self._get(headers)
+        try:
+            self.http_status = resp.status
+            if resp.status == 416 and offset > 0:
+                return await self._unsatisfiable(resp, offset)
+            if resp.status >= 400:
+                raise _status_error(resp)
+            if not 200 <= resp.status < 300:
+                raise HTTPStatusError(f"HTTP {resp.status}: no body to save",
+                                      http_status=resp.status)
+            if resp.status == 206 and offset == 0:
+                raise HTTPStatusError("HTTP 206 for a request without Range", http_status=206)
+            if self.path is None:
+                self.path = self._name_from(resp)
+                if config.if_exists == "skip":
+                    size = complete_size(self.ctx.root_fd, self.path)
+                    if size is not None:
+                        return Outcome(Status.SKIPPED, self.path, resp.status, size, None)
+                await self._open_part(keep=False)
+            return await self._stream(resp, offset)
+        finally:
+            resp.release()
+
+    async def _open_part(self, *, keep: bool) -> int:
+        assert self.path is not None
+        if self.part is None:
+            self.part = PartFile(self.ctx.root_fd, self.path)
+        state = self.ctx.state
+        if keep and state is not None and self._validators is None:
+            owner = state.part_owner(self.path)
+            keep = owner is None or owner == self.url  # another URL's bytes are no prefix
+        return await self.part.open(keep=keep)
+
+    def _if_range(self) -> str | None:
+        validators = self._validators
+        if validators is None and self.ctx.state is not None and self.path is not None:
+            validators = self.ctx.state.part_validators(self.path, self.url)
+        return validators.if_range() if validators else None
+
+    async def _get(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """GET, following redirects; credentials go only to the origin they belong to."""
+        config = self.ctx.config
+        url = URL(self.url)
+        origin = url.origin()
+        for _ in range(config.max_redirects + 1):
+            sent = headers if url.origin() == origin else {
+                k: v for k, v in headers.items() if k.lower() not in _SENSITIVE}
+            resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
+                                              proxy=config.proxy)
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or location is None:
+                return resp
+            resp.release()
+            try:
+                url = url.join(URL(location))
+            except ValueError as exc:
+                raise ItemError(f"bad redirect Location {location[:100]!r}",
+                                http_status=resp.status) from exc
+            if url.scheme not in ("http", "https"):
+                raise ItemError(f"redirect to a non-http URL refused: {str(url)[:100]}",
+                                http_status=resp.status)
+        raise ItemError(f"too many redirects (more than {config.max_redirects})",
+                        http_status=resp.status)
+
+    def _name_from(self, resp: aiohttp.ClientResponse) -> str:
+        """With --content-disposition the path is decided now, from the headers."""
+        disposition = resp.content_disposition
+        name = disposition_name(disposition.filename if disposition else None)
+        if name is None:
+            name = url_name(str(resp.url), self.ctx.config.layout)
+        return self.ctx.claims.claim(self.url, name, self.planned.job.line)[0]
+
+    async def _unsatisfiable(self, resp: aiohttp.ClientResponse, offset: int) -> Outcome:
+        """416 to our Range: the .part may already hold the whole body."""
+        assert self.part is not None and self.path is not None
+        match = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+        if match is not None and int(match.group(1)) == offset:
+            await self.part.adopt_prefix()
+            return await self._finish(resp.status)
+        await self.part.restart()
+        raise TransferError("server refused the resume range; starting over",
+                            http_status=resp.status)
+
+    async def _stream(self, resp: aiohttp.ClientResponse, offset: int) -> Outcome:
+        assert self.part is not None and self.path is not None
+        config = self.ctx.config
+        part = self.part
+        if resp.headers.get("Accept-Ranges", "").strip().lower() == "none":
+            self._resumable = False
+        total = resp.content_length
+        if resp.status == 206:
+            span = parse_content_range(resp.headers.get("Content-Range"))
+            if span is None or span[0] != offset:
+                await part.restart()
+                got = "no usable Content-Range" if span is None else f"byte {span[0]}"
+                raise TransferError(f"resume answered at {got}, not byte {offset}; "
+                                    "starting over", http_status=206)
+            await part.adopt_prefix()
+            total = span[2] if span[2] is not None else (
+                offset + total if total is not None else None)
+        else:
+            if offset > 0:
+                await part.restart()  # a full body: the server did not resume
+            self._begin_version(resp, total)
+        limit = config.max_size
+        if limit is not None and total is not None and total > limit:
+            raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
+                                 http_status=resp.status)
+        self.ctx.sink(TransferStarted(self.key, self.url, self.path, total))
+        if part.size:
+            self.ctx.sink(TransferAdvanced(self.key, part.size))
         async for chunk in resp.content.iter_chunked(config.chunk_size):
             if limit is not None and part.size + len(chunk) > limit:
                 raise SizeLimitError(f"body passed --max-size {limit} bytes",
                                      http_status=resp.status)
             await part.write(chunk)
-            ctx.sink(TransferAdvanced(key, len(chunk)))
+            self.ctx.sink(TransferAdvanced(self.key, len(chunk)))
         if total is not None and part.size != total:
             raise TransferError(f"body ended early: {part.size} of {total} bytes",
                                 http_status=resp.status)
+        return await self._finish(resp.status)
+
+    def _begin_version(self, resp: aiohttp.ClientResponse, total: int | None) -> None:
+        """A full body starts: remember its validators for a resume, in the state too
+        unless the body will be done with its first chunk (then no resume is needed)."""
+        self._validators = Validators(resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
+        state = self.ctx.state
+        small = total is not None and total <= self.ctx.config.chunk_size // 4
+        if state is not None and self._resumable and not small and self.path is not None:
+            state.remember_part(self.path, self.url, self._validators)
+            self._recorded = True
+
+    async def _finish(self, http_status: int) -> Outcome:
+        assert self.part is not None and self.path is not None
+        part = self.part
         digest = part.sha256()
-        expected = expected_sha256(config, planned, path)
+        expected = expected_sha256(self.ctx.config, self.planned, self.path)
         if expected is not None and digest != expected:
             raise VerificationError(
                 f"sha256 mismatch: expected {expected[:16]}..., got {digest[:16]}...",
-                http_status=resp.status,
+                http_status=http_status,
             )
         await part.commit()
-    except BaseException:
-        await part.discard()
-        raise
-    return Outcome(Status.OK, path, resp.status, part.size, digest)
+        self._forget()
+        return Outcome(Status.OK, self.path, http_status, part.size, digest)
+
+    async def settle_part(self, *, keep: bool) -> None:
+        """After the last attempt: keep the `.part` for a resume, or remove it.
+
+        Kept only when asked (a transient failure or an interruption), some bytes
+        arrived, and the server did not say it cannot serve ranges.
+        """
+        part = self.part
+        if part is None:
+            return
+        if keep and part.size > 0 and self._resumable:
+            await part.keep()
+        else:
+            await part.discard()
+            self._forget()
+
+    def _forget(self) -> None:
+        if self._recorded and self.ctx.state is not None and self.path is not None:
+            self.ctx.state.forget_part(self.path)
+            self._recorded = False
 
 
 def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:
     """Map aiohttp's exceptions to ours, with a short message for the report."""
     error: ItemError
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        error = ItemError(f"too many redirects (more than {len(exc.history)})")
-    elif isinstance(exc, aiohttp.NonHttpUrlRedirectClientError):
-        error = ItemError(f"redirect to a non-http URL refused: {exc}")
-    elif isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
         error = ItemError(f"TLS error: {exc}")
     elif isinstance(exc, aiohttp.InvalidURL):
         error = ItemError(f"invalid URL: {exc}")
@@ -158,8 +325,13 @@ def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:
         error = TransferError("body ended early (connection closed mid-body)")
     elif isinstance(exc, aiohttp.ServerTimeoutError):
         error = TransferError(f"timed out: {exc}")
+    elif isinstance(exc, aiohttp.ClientProxyConnectionError):
+        error = TransferError(f"cannot connect to proxy: {exc.os_error.strerror or exc}")
     elif isinstance(exc, aiohttp.ClientConnectorError):
         error = TransferError(f"cannot connect: {exc.os_error.strerror or exc.os_error}")
+    elif isinstance(exc, aiohttp.ClientHttpProxyError):
+        error = ItemError(f"proxy refused: HTTP {exc.status} {exc.message}",
+                          http_status=exc.status or None)
     elif isinstance(exc, aiohttp.ClientResponseError):
         error = ItemError(f"bad response: {exc.message}", http_status=exc.status or None)
     else:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest_asyncio
 from aiohttp import web
@@ -69,6 +70,11 @@ class FileSite:
 
     def paths(self) -> list[str]:
         return [request.path for request in self.requests]
+
+
+def names(directory: Path) -> list[str]:
+    """The downloads in a directory: its entries less aiofetch's own state and lock."""
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".aiofetch."))
 
 
 def sha256(data: bytes) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .conftest import FileSite, Serve, sha256
+from .conftest import FileSite, Serve, names, sha256
 
 
 @dataclass
@@ -88,7 +88,7 @@ async def test_implicit_stdin_dash_and_files(serve: Serve, tmp_path: Path) -> No
     both = await aiofetch("-i", "-", "-i", str(listing), "-d", str(tmp_path / "b"), "--json",
                           stdin=piped)
     assert sorted(str(line["line"]) for line in both.lines()) == ["-:1", f"{listing}:3"]
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["1", "2"]
+    assert names(tmp_path / "b") == ["1", "2"]
 
 
 async def test_bad_lines_are_reported_and_the_rest_goes_on(serve: Serve, tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ async def test_http_failure_exit_status(serve: Serve, tmp_path: Path) -> None:
     ran = await aiofetch(str(server.make_url("/ok")), missing, "-d", str(tmp_path))
     assert ran.code == 1
     assert f"args:2: {missing}: HTTP 404" in ran.err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+    assert names(tmp_path) == ["ok"]
 
 
 async def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
@@ -231,7 +231,7 @@ async def test_five_thousand_urls_through_stdin(serve: Serve, tmp_path: Path) ->
     assert ran.code == 0, ran.err[-2000:]
     lines = ran.lines()
     assert len(lines) == 5000 and {line["status"] for line in lines} == {"ok"}
-    assert len(list(tmp_path.iterdir())) == 5000
+    assert len(names(tmp_path)) == 5000
     assert (tmp_path / "f4999").read_bytes() == b"body 4999"
     assert "5000 ok" in ran.err
 

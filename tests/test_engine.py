@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from aiofetch import Config, Job, Result, Status, download, download_all
+from aiofetch.config import RetryPolicy
 from aiofetch.events import (
     Event,
     InputDone,
@@ -25,7 +26,7 @@ from aiofetch.events import (
 )
 from aiofetch.models import BadLine
 
-from .conftest import FileSite, Serve, read_head, sha256
+from .conftest import FileSite, Serve, names, read_head, sha256
 
 BIG = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -47,9 +48,12 @@ def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*.part")]
 
 
+FAST_RETRY = RetryPolicy(retries=2, wait=0.001, cap=0.01)
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return Config(dest=tmp_path / "out", jobs=4)
+    return Config(dest=tmp_path / "out", jobs=4, retry=FAST_RETRY)
 
 
 async def test_downloads_every_file_complete_with_digest(serve: Serve, config: Config) -> None:
@@ -87,8 +91,11 @@ async def test_body_without_content_length(serve: Serve, config: Config) -> None
     assert (config.dest / "stream").read_bytes() == BIG
 
 
-async def test_content_length_lie_fails_and_keeps_nothing(raw_serve: Any, config: Config) -> None:
-    """A body shorter than its Content-Length fails; no file at the final name."""
+async def test_content_length_lie_fails_and_keeps_only_the_part(
+    raw_serve: Any, config: Config
+) -> None:
+    """A body shorter than its Content-Length is retried, then fails; nothing at the final
+    name, and the bytes that came stay in NAME.part for a resume."""
 
     async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
@@ -100,8 +107,9 @@ async def test_content_length_lie_fails_and_keeps_nothing(raw_serve: Any, config
     [result] = await run([f"{base}/short.bin"], config)
     assert result.status is Status.FAILED
     assert result.error is not None and "ended early" in result.error
+    assert result.attempts == 3
     assert not (config.dest / "short.bin").exists()
-    assert leftovers(config.dest) == []
+    assert (config.dest / "short.bin.part").read_bytes() == b"x" * 5000
 
 
 async def test_http_errors_fail_alone(serve: Serve, config: Config) -> None:
@@ -121,7 +129,7 @@ async def test_http_errors_fail_alone(serve: Serve, config: Config) -> None:
     assert results[urls[1]].http_status == 404 and results[urls[1]].status is Status.FAILED
     assert results[urls[2]].http_status == 500 and results[urls[2]].status is Status.FAILED
     assert "500" in (results[urls[2]].error or "")
-    assert sorted(p.name for p in config.dest.iterdir()) == ["a", "b"]
+    assert names(config.dest) == ["a", "b"]
 
 
 HOSTILE_PATHS = [
@@ -154,13 +162,16 @@ async def test_hostile_url_paths_stay_inside_dir(
     config = Config(dest=dest, layout=layout)  # type: ignore[arg-type]
     results = await run([base + path for path in HOSTILE_PATHS], config)
     assert [r.status for r in results] == [Status.OK] * len(HOSTILE_PATHS)
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    written = [p for p in tmp_path.rglob("*")
+               if p.is_file() and not p.name.startswith(".aiofetch.")]
     assert len(written) == len(HOSTILE_PATHS)
     for path in written:
         assert path.resolve().is_relative_to(dest.resolve())
         assert len(path.name.encode()) <= 250
         assert not path.name.endswith(".part")
-    assert not (dest / ".aiofetch.db").exists()
+    assert (dest / ".aiofetch.db").read_bytes().startswith(b"SQLite format 3")
+    reserved = "_.aiofetch.db" if layout == "flat" else f"{base[7:]}/_.aiofetch.db"
+    assert (dest / reserved).read_bytes() == b"ok"
 
 
 async def test_hostile_content_disposition(serve: Serve, tmp_path: Path) -> None:
@@ -232,7 +243,7 @@ async def test_max_size(serve: Serve, config: Config) -> None:
     assert "max-size" in (results[urls[0]].error or "")
     assert results[urls[1]].status is Status.FAILED
     assert results[urls[2]].status is Status.OK
-    assert sorted(p.name for p in config.dest.iterdir()) == ["ok.bin"]
+    assert names(config.dest) == ["ok.bin"]
 
 
 async def test_sha256_from_input_and_checksums(serve: Serve, config: Config) -> None:
@@ -250,7 +261,7 @@ async def test_sha256_from_input_and_checksums(serve: Serve, config: Config) -> 
     assert results[url("b")].status is Status.FAILED
     assert "sha256 mismatch" in (results[url("b")].error or "")
     assert results[url("c")].status is Status.FAILED
-    assert sorted(p.name for p in config.dest.iterdir()) == ["a"]
+    assert names(config.dest) == ["a"]
 
 
 async def test_skip_makes_no_request_and_overwrite_replaces(serve: Serve, config: Config) -> None:
@@ -450,7 +461,7 @@ def test_blocking_wrapper(tmp_path: Path) -> None:
     """download_all runs its own loop and returns every result."""
     refused = "http://127.0.0.1:9/a"  # the discard port: nothing listens there
     items = ["ftp://x/", "#comment", refused, refused]
-    results = download_all(items, Config(dest=tmp_path, connect_timeout=1))
+    results = download_all(items, Config(dest=tmp_path, connect_timeout=1, retry=FAST_RETRY))
     assert len(results) == 3
     assert [r.status for r in results].count(Status.SKIPPED) == 1
 

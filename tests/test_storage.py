@@ -28,7 +28,7 @@ def dest_of(root: int) -> Path:
 async def test_commit_renames_complete_file_and_hashes(root: int) -> None:
     """Bytes go to NAME.part, which becomes NAME only on commit; sha256 is of every byte."""
     part = PartFile(root, "sub/dir/file.bin")
-    await part.open()
+    await part.open(keep=False)
     await part.write(b"hello ")
     await part.write(b"world")
     dest = dest_of(root)
@@ -44,7 +44,7 @@ async def test_commit_renames_complete_file_and_hashes(root: int) -> None:
 async def test_discard_leaves_nothing(root: int) -> None:
     """A discarded body leaves neither a .part nor a final file."""
     part = PartFile(root, "gone.bin")
-    await part.open()
+    await part.open(keep=False)
     await part.write(b"x" * 1000)
     await part.discard()
     assert list(dest_of(root).iterdir()) == []
@@ -54,7 +54,7 @@ async def test_commit_over_a_directory_fails_cleanly(root: int) -> None:
     """A directory at the final name: a clear LocalError, and the .part is removed."""
     (dest_of(root) / "taken").mkdir()
     part = PartFile(root, "taken")
-    await part.open()
+    await part.open(keep=False)
     await part.write(b"x")
     with pytest.raises(LocalError, match="cannot finish taken"):
         await part.commit()
@@ -68,7 +68,7 @@ async def test_symlinked_directory_is_refused(root: int, tmp_path: Path) -> None
     (dest_of(root) / "d").symlink_to(outside)
     part = PartFile(root, "d/file")
     with pytest.raises(LocalError, match="not a directory"):
-        await part.open()
+        await part.open(keep=False)
     assert list(outside.iterdir()) == []
 
 
@@ -116,7 +116,7 @@ async def test_disk_full_is_a_clean_local_error(tiny_fs: Path) -> None:
     fd = open_root(tiny_fs)
     try:
         part = PartFile(fd, "big.bin")
-        await part.open()
+        await part.open(keep=False)
         with pytest.raises(LocalError, match="No space left"):
             for _ in range(64):
                 await part.write(b"x" * 65536)

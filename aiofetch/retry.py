@@ -1,0 +1,116 @@
+"""When to try again: backoff math, Retry-After, per-host pauses, and the attempt loop.
+
+Clocks, sleeps and randomness are parameters with real defaults, so tests drive them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TypeVar
+
+from .config import RetryPolicy
+from .errors import ItemError, is_retryable
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def backoff(attempt: int, policy: RetryPolicy, rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number `attempt` (1-based): exponential, capped, jittered.
+
+    `min(cap, wait * 2**(attempt-1))`, scaled by a random factor in [0.5, 1) so that
+    many items failing together do not come back together.
+    """
+    ceiling = min(policy.cap, policy.wait * 2.0 ** (attempt - 1))
+    return ceiling * (0.5 + rand() / 2)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After (RFC 9110 10.2.3) as seconds from now: delay-seconds or an HTTP-date."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+class HostGate:
+    """Pauses per host: a Retry-After from one item holds back every item for that host."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 sleep: Sleep = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._until: dict[str, float] = {}
+
+    def pause(self, host: str, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._until.get(host, 0.0):
+            self._until[host] = until
+
+    def remaining(self, host: str) -> float:
+        return max(0.0, self._until.get(host, 0.0) - self._clock())
+
+    async def wait(self, host: str) -> None:
+        while (left := self.remaining(host)) > 0:
+            await self._sleep(left)
+        self._until.pop(host, None)
+
+
+class RetryAfterTooLong(ItemError):
+    """The server asked for a pause longer than we are willing to wait."""
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    host: str,
+    gate: HostGate,
+    on_retry: Callable[[int, float, ItemError], None],
+    sleep: Sleep = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Run `attempt` until it succeeds, fails for good, or runs out of retries.
+
+    Transient failures (connection, timeout, truncation, 408/425/429/5xx) are retried
+    after a backoff, or after the server's Retry-After, which pauses the whole host.
+    """
+    number = 0
+    while True:
+        number += 1
+        await gate.wait(host)
+        try:
+            return await attempt()
+        except ItemError as exc:
+            if not is_retryable(exc) or number > policy.retries:
+                raise
+            if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:
+                error = RetryAfterTooLong(
+                    f"{exc}; server asks to retry after {exc.retry_after:.0f}s "
+                    f"(more than {policy.max_retry_after:.0f}s)",
+                    http_status=exc.http_status,
+                )
+                error.path = exc.path
+                raise error from exc
+            if exc.retry_after is not None:
+                delay = exc.retry_after
+                gate.pause(host, delay)
+                on_retry(number, delay, exc)
+                continue  # the gate holds this item (and its host) back
+            delay = backoff(number, policy, rand)
+            on_retry(number, delay, exc)
+            await sleep(delay)
