@@ -150,6 +150,15 @@ class _Run:
         await self.results.put(result)
 
     async def feed(self, items: Items) -> None:
+        try:
+            await self._feed(items)
+            for _ in range(self.config.jobs):
+                await self.jobs.put(None)
+        except asyncio.CancelledError:
+            if not self.stopping:  # stop() sends the workers home itself
+                raise
+
+    async def _feed(self, items: Items) -> None:
         count = 0
         try:
             async for item in _as_jobs(items):
@@ -165,15 +174,8 @@ class _Run:
                                                    bytes=planned.size))
                 else:
                     await self.jobs.put(planned)
-        except asyncio.CancelledError:
-            if not self.stopping:
-                raise
-            return
         finally:
             self.sink(InputDone(count))
-        # Only after a clean end: a cancelled feeder must not wait on a full queue.
-        for _ in range(self.config.jobs):
-            await self.jobs.put(None)
 
     async def work(self) -> None:
         while (planned := await self.jobs.get()) is not None and not self.stopping:

@@ -36,9 +36,20 @@ async def serve() -> AsyncIterator[Serve]:
 async def raw_serve() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
     """Start raw TCP servers that write exactly the bytes a test wants; returns base URL."""
     servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
 
     async def start(handler: RawHandler) -> str:
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+                handlers.discard(task)
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
         servers.append(server)
         port = server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
@@ -46,6 +57,10 @@ async def raw_serve() -> AsyncIterator[Callable[[RawHandler], Awaitable[str]]]:
     yield start
     for server in servers:
         server.close()
+    for task in list(handlers):  # a handler still stalling: end it, closing its socket
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    for server in servers:
         await server.wait_closed()
 
 
@@ -84,3 +99,75 @@ def sha256(data: bytes) -> str:
 async def read_head(reader: asyncio.StreamReader) -> bytes:
     """Read one request head (until the blank line)."""
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+
+
+@dataclass
+class Seen:
+    """One request as a raw server saw it."""
+
+    path: str
+    headers: dict[str, str]
+
+
+async def read_request(reader: asyncio.StreamReader) -> Seen:
+    """Parse a request head into its path and (lower-cased) headers."""
+    head = (await read_head(reader)).decode("latin-1")
+    request_line, *lines = head.split("\r\n")
+    headers = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return Seen(request_line.split(" ")[1], headers)
+
+
+@dataclass
+class RangeSite:
+    """A raw server for one resource that speaks Range / If-Range and misbehaves on cue.
+
+    `cuts[n]` (when present and not None) drops the connection after that many body bytes
+    of the n-th response; `stall` holds a response open after its cut instead of closing,
+    until `release` is set. Tests flip `body`/`etag`/`honour_range` between requests.
+    """
+
+    body: bytes
+    etag: str = '"v1"'
+    honour_range: bool = True
+    accept_ranges: str = "bytes"
+    cuts: list[int | None] = field(default_factory=list)
+    stall: bool = False
+    requests: list[Seen] = field(default_factory=list)
+    cut_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._respond(reader, writer)
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            pass  # the client went away: that is its business
+        finally:
+            writer.close()
+
+    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen = await read_request(reader)
+        number = len(self.requests)
+        self.requests.append(seen)
+        start, status, extra = 0, "200 OK", ""
+        wanted = seen.headers.get("range")
+        if_range = seen.headers.get("if-range")
+        if wanted and self.honour_range and if_range in (None, self.etag):
+            start = int(wanted.split("=")[1].rstrip("-"))
+            status = "206 Partial Content"
+            extra = f"Content-Range: bytes {start}-{len(self.body) - 1}/{len(self.body)}\r\n"
+        body = self.body[start:]
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nETag: {self.etag}\r\n"
+            f"Accept-Ranges: {self.accept_ranges}\r\n{extra}Connection: close\r\n\r\n".encode()
+        )
+        cut = self.cuts[number] if number < len(self.cuts) else None
+        writer.write(body if cut is None else body[:cut])
+        await writer.drain()
+        if cut is not None:
+            self.cut_sent.set()
+            if self.stall:
+                await asyncio.wait_for(self.release.wait(), 120)
