@@ -27,12 +27,14 @@ class InputDone:
 
 @dataclass(frozen=True, slots=True)
 class TransferStarted:
-    """Headers arrived for item `key`; `total` is the body size when known."""
+    """Headers arrived for item `key` (again, on a retry); `total` is the body size when
+    known, `done` the bytes already in its `.part` (a resume)."""
 
     key: int
     url: str
     path: str
     total: int | None
+    done: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,12 @@ class Display:
             progress.advance(self._tasks[event.key], event.nbytes)
             progress.advance(self._data, event.nbytes)
         elif isinstance(event, TransferStarted):
-            self._tasks[event.key] = progress.add_task(event.path, total=event.total)
+            task = self._tasks.get(event.key)
+            if task is None:
+                self._tasks[event.key] = progress.add_task(
+                    event.path, total=event.total, completed=event.done)
+            else:  # a retry or resume of the same item: same row, new figures
+                progress.reset(task, total=event.total, completed=event.done)
         elif isinstance(event, ItemSettled):
             self._settled += 1
             progress.advance(self._files, 1)

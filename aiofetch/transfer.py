@@ -255,9 +255,7 @@ class Download:
         if limit is not None and total is not None and total > limit:
             raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
                                  http_status=resp.status)
-        self.ctx.sink(TransferStarted(self.key, self.url, self.path, total))
-        if part.size:
-            self.ctx.sink(TransferAdvanced(self.key, part.size))
+        self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, part.size))
         async for chunk in resp.content.iter_chunked(config.chunk_size):
             if limit is not None and part.size + len(chunk) > limit:
                 raise SizeLimitError(f"body passed --max-size {limit} bytes",

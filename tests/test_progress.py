@@ -119,3 +119,21 @@ def test_plain_mode_prints_on_its_own_timer() -> None:
                 break
             display._stop.wait(0.01)
     assert "aiofetch: 0/1+ files" in buffer.getvalue()
+
+
+def test_a_retried_transfer_keeps_one_row() -> None:
+    """A second TransferStarted for an item (retry, resume) reuses its row, starting at the
+    bytes already there, and does not count them as transferred again."""
+    console, buffer = terminal()
+    clock = Clock()
+    display = Display("bar", console, get_time=clock)
+    with display:
+        display(TransferStarted(0, "http://h/iso", "disk.iso", 4_000_000))
+        display(TransferAdvanced(0, 1_000_000))
+        display(TransferStarted(0, "http://h/iso", "disk.iso", 4_000_000, done=1_000_000))
+        display(TransferAdvanced(0, 500_000))
+        tasks = display._progress.tasks
+        assert [t.description for t in tasks] == ["files", "bytes", "disk.iso"]
+        assert tasks[2].completed == 1_500_000
+        assert tasks[1].completed == 1_500_000
+    assert "1.5/4.0 MB" in buffer.getvalue()
