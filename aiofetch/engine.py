@@ -142,8 +142,10 @@ class _Run:
             self.jobs.get_nowait()
         for _ in range(self.config.jobs):
             self.jobs.put_nowait(None)
+        current = asyncio.current_task()  # stop() may come from an item's own task
         for task in self.in_flight:
-            task.cancel()
+            if task is not current:
+                task.cancel()
 
     async def settle(self, key: int | None, result: Result) -> None:
         self.sink(ItemSettled(key, result))
@@ -184,6 +186,10 @@ class _Run:
             self.in_flight.add(task)
             try:
                 result = await task
+            except asyncio.CancelledError:
+                if not (self.stopping and task.cancelled()):
+                    raise
+                continue  # stopped before it began: never started, no report line
             finally:
                 self.in_flight.discard(task)
             await self.settle(key, result)

@@ -91,7 +91,11 @@ class LockedError(AiofetchError):
 
 
 class StateError(AiofetchError):
-    """The state journal cannot be opened or written."""
+    """The state journal cannot be opened or written; `errno` when the cause is known."""
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class CannotWriteError(AiofetchError):

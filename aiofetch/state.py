@@ -8,6 +8,8 @@ the process. Only the run holding DIR's lock writes it.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -54,6 +56,12 @@ class State:
     @classmethod
     def open(cls, path: Path) -> State:
         """Open or create the journal; a corrupt or foreign file is a StateError."""
+        try:
+            # SQLite only says "unable to open database file"; the OS says why.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+        except OSError as exc:
+            raise StateError(f"cannot open state file {str(path)!r}: {exc.strerror}",
+                             errno=exc.errno) from exc
         try:
             db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         except sqlite3.Error as exc:
@@ -116,4 +124,14 @@ class State:
         try:
             self._db.execute(sql, args)
         except sqlite3.Error as exc:
-            raise StateError(f"cannot write state file {str(self.path)!r}: {exc}") from exc
+            raise StateError(f"cannot write state file {str(self.path)!r}: {exc}",
+                             errno=_errno_of(exc)) from exc
+
+
+def _errno_of(exc: sqlite3.Error) -> int | None:
+    """The OS error behind a SQLite failure, where its result code tells (3.11+)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return None
+    # Primary result codes (https://sqlite.org/rescode.html): the low byte of extended ones.
+    return {3: errno.EPERM, 8: errno.EROFS, 13: errno.ENOSPC}.get(code & 0xFF)

@@ -9,6 +9,7 @@ and keeps a Cookie header set by the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -20,7 +21,9 @@ from .errors import (
     RETRYABLE_STATUSES,
     HTTPStatusError,
     ItemError,
+    LocalError,
     SizeLimitError,
+    StateError,
     TransferError,
     VerificationError,
 )
@@ -274,7 +277,10 @@ class Download:
         state = self.ctx.state
         small = total is not None and total <= self.ctx.config.chunk_size // 4
         if state is not None and self._resumable and not small and self.path is not None:
-            state.remember_part(self.path, self.url, self._validators)
+            try:
+                state.remember_part(self.path, self.url, self._validators)
+            except StateError as exc:  # the journal shares DIR's disk: full is full
+                raise LocalError(str(exc), errno=exc.errno) from exc
             self._recorded = True
 
     async def _finish(self, http_status: int) -> Outcome:
@@ -308,8 +314,9 @@ class Download:
 
     def _forget(self) -> None:
         if self._recorded and self.ctx.state is not None and self.path is not None:
-            self.ctx.state.forget_part(self.path)
             self._recorded = False
+            with contextlib.suppress(StateError):  # a stale record is harmless
+                self.ctx.state.forget_part(self.path)
 
 
 def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:
