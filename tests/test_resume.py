@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -379,3 +381,27 @@ async def test_stop_interrupts_in_flight_items_and_keeps_their_part(
 
 async def _collect(results: AsyncIterator[Result]) -> list[Result]:
     return [result async for result in results]
+
+
+async def test_connect_timeout(config: Config) -> None:
+    """A host that never completes the handshake fails after --connect-timeout and retries."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    # Fill the accept queue: the kernel then drops further SYNs, so connects hang.
+    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+    extra = socket.socket()
+    extra.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        extra.connect(("127.0.0.1", port))
+    try:
+        result = await fetch_one(f"http://127.0.0.1:{port}/x",
+                                 replace(config, connect_timeout=0.2,
+                                         retry=replace(FAST, retries=1)))
+    finally:
+        for sock in (filler, extra, listener):
+            sock.close()
+    assert result.status is Status.FAILED and result.attempts == 2
+    assert "timed out" in (result.error or "")
+    assert result.http_status is None
