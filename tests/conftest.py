@@ -87,6 +87,24 @@ class FileSite:
         return [request.path for request in self.requests]
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def chunked(body: bytes, piece: int = 65536) -> Handler:
+    """A handler sending `body` with chunked encoding: no Content-Length at all."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), piece):
+            await response.write(body[start:start + piece])
+        await response.write_eof()
+        return response
+
+    return handle
+
+
 def names(directory: Path) -> list[str]:
     """The downloads in a directory: its entries less aiofetch's own state and lock."""
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".aiofetch."))

@@ -26,7 +26,7 @@ from aiofetch.events import (
 )
 from aiofetch.models import BadLine
 
-from .conftest import FileSite, Serve, names, read_head, sha256
+from .conftest import FileSite, Serve, chunked, names, read_head, sha256
 
 BIG = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -73,18 +73,8 @@ async def test_downloads_every_file_complete_with_digest(serve: Serve, config: C
 
 async def test_body_without_content_length(serve: Serve, config: Config) -> None:
     """A chunked body with no Content-Length is saved whole."""
-
-    async def chunked(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for start in range(0, len(BIG), 100_000):
-            await response.write(BIG[start:start + 100_000])
-        await response.write_eof()
-        return response
-
     app = web.Application()
-    app.router.add_get("/stream", chunked)
+    app.router.add_get("/stream", chunked(BIG, 100_000))
     server = await serve(app)
     [result] = await run([str(server.make_url("/stream"))], config)
     assert result.status is Status.OK
@@ -223,18 +213,9 @@ async def test_content_disposition_collision_and_existing(serve: Serve, config: 
 
 async def test_max_size(serve: Serve, config: Config) -> None:
     """Past --max-size an item fails and nothing is kept, with or without Content-Length."""
-
-    async def chunked(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        await response.write(BIG)
-        await response.write_eof()
-        return response
-
     site = FileSite({"big.bin": BIG, "ok.bin": b"x" * 1000})
     app = site.app()
-    app.router.add_get("/chunked/big", chunked)
+    app.router.add_get("/chunked/big", chunked(BIG))
     app.router._resources.insert(0, app.router._resources.pop())
     server = await serve(app)
     urls = [str(server.make_url(p)) for p in ("/big.bin", "/chunked/big", "/ok.bin")]

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 from aiofetch import Config, Job, Result, Status, download
 from aiofetch.config import RetryPolicy
 
-from .conftest import FileSite, names, sha256
+from .conftest import FileSite, chunked, names, sha256
 from .test_cli import aiofetch
 
 FAST = RetryPolicy(retries=1, wait=0.001, cap=0.01)
@@ -559,16 +559,10 @@ async def test_plain_body_over_max_size_fails(serve_at: ServeAt, config: Config,
     """A plain 2 MB body with max_size 1 MB fails and leaves nothing, known length or not."""
     body = bytes(2_000_000)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if framing == "content-length":
-            return web.Response(body=body)
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for start in range(0, len(body), 65536):
-            await response.write(body[start:start + 65536])
-        await response.write_eof()
-        return response
+    async def whole(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    handle = whole if framing == "content-length" else chunked(body)
 
     app = web.Application()
     app.router.add_get("/big.bin", handle)
