@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import DEFAULT_USER_AGENT, parse_size
+from .config import DEFAULT_USER_AGENT, parse_rate, parse_shard, parse_size
 from .errors import (
     AiofetchError,
     CannotWriteError,
@@ -56,6 +56,36 @@ class SizeType(click.ParamType):  # type: ignore[type-arg]  # generic from click
             return value
         try:
             return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class RateType(SizeType):
+    """Bytes per second: a size with an optional `/s`."""
+
+    name = "rate"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_rate(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class ShardType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """`K/N`: this machine's share of a list split N ways."""
+
+    name = "shard"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_shard(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -202,14 +232,16 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     from .planner import offline_planner
     from .progress import error_line
 
-    counts = {"fetch": 0, "skip": 0, "failed": 0}
+    counts = dict.fromkeys(["fetch", "resume", "update", "skip", "bad"], 0)
     output = _Output(stdout=True)
     with offline_planner(config) as planner:
         for item in items:
             plan = planner.plan(item)
+            if plan is None:
+                continue  # another shard's
             if isinstance(plan, Result):
                 if plan.error is not None:
-                    counts["failed"] += 1
+                    counts["bad"] += 1
                     display.print(f"aiofetch: error: {error_line(plan)}")
                     continue
                 action, path, url, line = "skip", plan.path, plan.url, plan.line
@@ -223,11 +255,12 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
                                          "line": line}, ensure_ascii=False))
             else:
                 shown = path if path is not None else "(named by Content-Disposition)"
-                output.write(f"{action:5} {url} -> {shown}{note}")
+                output.write(f"{action:<6} {url} -> {shown}{note}")
     if not quiet:
-        display.print(f"dry run: {counts['fetch']} to fetch, {counts['skip']} to skip, "
-                      f"{counts['failed']} bad")
-    return ExitStatus.FAILED if counts["failed"] else ExitStatus.OK
+        display.print("dry run: " + ", ".join(
+            f"{count} {'bad' if action == 'bad' else 'to ' + action}"
+            for action, count in counts.items() if count or action == "fetch"))
+    return ExitStatus.FAILED if counts["bad"] else ExitStatus.OK
 
 
 @click.command(
@@ -248,8 +281,10 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               help="flat: last URL segment; tree: HOST/PATH like wget -x.")
 @click.option("--content-disposition", is_flag=True,
               help="Name files from the server's Content-Disposition header.")
-@click.option("--if-exists", type=click.Choice(["skip", "overwrite"]), default="skip",
-              show_default=True, help="What to do when the target file is already there.")
+@click.option("--if-exists", type=click.Choice(["skip", "update", "overwrite"]),
+              default="skip", show_default=True,
+              help="A file already there: skip it (no request), update it (conditional "
+              "GET), or overwrite it.")
 @click.option("--max-size", type=SizeType(), metavar="SIZE",
               help="Fail an item (keeping nothing) past SIZE bytes, e.g. 500K, 2G.")
 @click.option("--checksums", type=click.File("r", encoding="utf-8"), metavar="FILE",
@@ -277,6 +312,10 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.option("--no-state", is_flag=True, help="Keep no state journal.")
 @click.option("--lock/--no-lock", default=True, show_default=True,
               help="Take a lock on DIR; a second run on it exits 75 at once.")
+@click.option("--rate-limit", type=RateType(), metavar="RATE",
+              help="Overall bytes/s across all downloads, e.g. 500K, 10M.")
+@click.option("--shard", type=ShardType(), metavar="K/N",
+              help="Take only items whose URL's SHA-1 mod N is K (K = 0..N-1 on N machines).")
 @click.option("--proxy", metavar="URL",
               help="Proxy for every request (HTTP_PROXY, HTTPS_PROXY, NO_PROXY are honoured "
               "without it).")
@@ -319,6 +358,8 @@ def command(
     state_file: Path | None,
     no_state: bool,
     lock: bool,
+    rate_limit: int | None,
+    shard: tuple[int, int] | None,
     proxy: str | None,
     insecure: bool,
     ca_bundle: Path | None,
@@ -346,7 +387,8 @@ def command(
         dest=dest_dir,
         layout="tree" if layout == "tree" else "flat",
         content_disposition=content_disposition,
-        if_exists="overwrite" if if_exists == "overwrite" else "skip",
+        if_exists="overwrite" if if_exists == "overwrite" else (
+            "update" if if_exists == "update" else "skip"),
         max_size=max_size,
         checksums=_load_checksums(checksums),
         jobs=jobs,
@@ -361,6 +403,8 @@ def command(
         state=state_file,
         use_state=not no_state,
         lock=lock,
+        rate_limit=rate_limit,
+        shard=shard,
         proxy=proxy,
         insecure=insecure,
         ca_bundle=ca_bundle,

@@ -56,6 +56,10 @@ class Config:
     proxy: str | None = None
     insecure: bool = False
     ca_bundle: Path | None = None
+    # (K, N): take only the items whose URL's SHA-1, as an integer, is K modulo N.
+    shard: tuple[int, int] | None = None
+    # Bytes per second across all transfers, or None for no limit.
+    rate_limit: int | None = None
     # Largest piece read from the socket and written in one go.
     chunk_size: int = 1 << 20
 
@@ -64,6 +68,10 @@ class Config:
             raise ValueError("jobs must be at least 1")
         if self.per_host < 0:
             raise ValueError("per_host must be 0 (unlimited) or more")
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError("shard K/N needs 0 <= K < N")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError("rate_limit must be at least 1 byte/s")
 
     @property
     def state_path(self) -> Path | None:
@@ -88,3 +96,22 @@ def parse_size(text: str) -> int:
         raise ValueError(f"{text!r} is not a size (use a number with an optional K, M, G or T)")
     number, unit = match.groups()
     return int(float(number) * _UNITS[unit.lower()])
+
+
+def parse_rate(text: str) -> int:
+    """Parse a rate such as `500K`, `10M` or `2M/s` into bytes per second."""
+    rate = parse_size(text.strip().removesuffix("/s"))
+    if rate < 1:
+        raise ValueError(f"{text!r} is not a rate (use bytes per second, e.g. 500K or 10M)")
+    return rate
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse `K/N` (0 <= K < N)."""
+    k, sep, n = text.partition("/")
+    if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+        raise ValueError(f"{text!r} is not K/N (e.g. 0/4)")
+    shard = int(k), int(n)
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {text!r} needs 0 <= K < N")
+    return shard

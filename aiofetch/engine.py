@@ -29,8 +29,9 @@ from .planner import Planner
 from .registry import SqliteClaimStore
 from .retry import HostGate, with_retries
 from .sources import parse_line
-from .state import State
+from .state import State, Validators
 from .storage import open_root
+from .throttle import Throttle
 from .transfer import Context, Download
 
 Item = str | Job | BadLine
@@ -44,6 +45,9 @@ def make_session(config: Config) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
         limit=config.jobs, limit_per_host=config.per_host, ssl=_tls(config)
     )
+    read_size = config.chunk_size
+    if config.rate_limit:  # small reads keep a rate limit smooth
+        read_size = min(read_size, Throttle(config.rate_limit).read_size)
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
     )
@@ -53,7 +57,7 @@ def make_session(config: Config) -> aiohttp.ClientSession:
         headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        read_bufsize=config.chunk_size,
+        read_bufsize=read_size,
         trust_env=True,  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and ~/.netrc, as wget does)
     )
 
@@ -120,7 +124,7 @@ class _Run:
         self.config = config
         self.sink = sink
         self.context = context
-        self.planner = Planner(config, context.root_fd, context.claims)
+        self.planner = Planner(config, context.root_fd, context.claims, context.state)
         self.gate = HostGate()
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=4 * config.jobs)
@@ -164,20 +168,32 @@ class _Run:
         count = 0
         try:
             async for item in _as_jobs(items):
+                planned = self.planner.plan(item)
+                if planned is None:
+                    continue  # another shard's item
                 count += 1
                 self.sink(ItemSeen(count))
-                planned = self.planner.plan(item)
                 if isinstance(planned, Result):
                     await self.settle(None, planned)
                 elif planned.action is Action.SKIP:
                     job = planned.job
-                    await self.settle(None, Result(url=job.url, path=planned.path,
-                                                   status=Status.SKIPPED, line=job.line,
-                                                   bytes=planned.size))
+                    result = Result(url=job.url, path=planned.path, status=Status.SKIPPED,
+                                    line=job.line, bytes=planned.size, sha256=planned.sha256)
+                    self.record(result)
+                    await self.settle(None, result)
                 else:
                     await self.jobs.put(planned)
         finally:
             self.sink(InputDone(count))
+
+    def record(self, result: Result, validators: Validators | None = None) -> None:
+        """Journal how an item settled (its file, its validators); batched by the state."""
+        state = self.context.state
+        if state is None or result.path is None:
+            return
+        state.record(result.url, result.path, result.status.value,
+                     http_status=result.http_status, size=result.bytes, sha256=result.sha256,
+                     validators=validators, complete=result.status is Status.OK)
 
     async def work(self) -> None:
         while (planned := await self.jobs.get()) is not None and not self.stopping:
@@ -216,16 +232,22 @@ class _Run:
         except ItemError as exc:
             await download.settle_part(keep=exc.transient)
             self._count_write_failure(exc)
-            return result(Status.FAILED, error=str(exc),
-                          http_status=exc.http_status or download.http_status)
+            failed = result(Status.FAILED, error=str(exc),
+                            http_status=exc.http_status or download.http_status)
+            self.record(failed)
+            return failed
         except asyncio.CancelledError:
             await download.settle_part(keep=True)
             if not self.stopping:
                 raise
-            return result(Status.INTERRUPTED, error="interrupted")
+            interrupted = result(Status.INTERRUPTED, error="interrupted")
+            self.record(interrupted)
+            return interrupted
         self._write_failures = 0
-        return result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
+        done = result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
                       sha256=outcome.sha256)
+        self.record(done, outcome.validators)
+        return done
 
     def _count_write_failure(self, exc: ItemError) -> None:
         if not (isinstance(exc, LocalError) and exc.errno in _CANNOT_WRITE):
@@ -279,8 +301,10 @@ async def download(
             resources.callback(state.close)
         store = SqliteClaimStore()
         resources.callback(store.close)
+        claims = Claims(store, state.owner_of if state is not None else None)
+        throttle = Throttle(config.rate_limit) if config.rate_limit else None
         async with make_session(config) as session:
-            context = Context(config, session, root_fd, Claims(store), sink, state)
+            context = Context(config, session, root_fd, claims, sink, state, throttle)
             run = _Run(config, sink, context)
             run.feeder = asyncio.create_task(run.feed(items))
             tasks.append(run.feeder)

@@ -39,18 +39,28 @@ class Status(str, enum.Enum):
 class Action(str, enum.Enum):
     """What the planner decided for an item before any network traffic."""
 
-    FETCH = "fetch"
-    SKIP = "skip"
+    FETCH = "fetch"    # nothing there yet (or --if-exists overwrite)
+    RESUME = "resume"  # a .part from an earlier run: ask for the rest
+    UPDATE = "update"  # a file there: conditional GET (--if-exists update)
+    SKIP = "skip"      # a complete file there: no request at all
 
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A job with its target decided; `path` is None until Content-Disposition names it."""
+    """A job with its target decided; `path` is None until Content-Disposition names it.
+
+    For SKIP and UPDATE, what is known of the file already there: its size, its sha256
+    (from the state, when it matches), and the validators for a conditional request
+    (`etag`; `modified`, an HTTP date from the state or the file's mtime).
+    """
 
     job: Job
     path: str | None
     action: Action
     size: int | None = None
+    sha256: str | None = None
+    etag: str | None = None
+    modified: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -169,8 +169,11 @@ class Claims:
     `a/b/c`), so a tree layout never asks for a file and a directory of one name.
     """
 
-    def __init__(self, store: ClaimStore | None = None) -> None:
+    def __init__(self, store: ClaimStore | None = None,
+                 reserved: Callable[[str], str | None] | None = None) -> None:
         self._store = store if store is not None else MemoryClaimStore()
+        # Which URL an earlier run saved at a path: names stay theirs across runs.
+        self._reserved = reserved
 
     def claim(self, url: str, path: str, line: str = "") -> tuple[str, str | None]:
         """Reserve `path` (or its first free numbered variant) for `url`.
@@ -191,11 +194,17 @@ class Claims:
             owner = store.owner(candidate)
             if owner is not None and owner[0] == url:
                 return candidate, owner[1]
-            if owner is None and not store.is_dir(candidate):
+            if owner is None and not store.is_dir(candidate) and self._free(candidate, url):
                 break
             n += 1
         store.add(candidate, url, line, ["/".join(parts[:level]) for level in range(1, len(parts))])
         return candidate, None
+
+    def _free(self, path: str, url: str) -> bool:
+        if self._reserved is None:
+            return True
+        earlier = self._reserved(path)
+        return earlier is None or earlier == url
 
     def seen_unnamed(self, url: str, line: str) -> str | None:
         """For items named later (Content-Disposition): the line that first had `url`."""

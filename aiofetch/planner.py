@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -10,7 +12,9 @@ from .config import Config
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
 from .registry import SqliteClaimStore
-from .storage import complete_size
+from .errors import StateError
+from .state import State
+from .storage import complete_stat, part_size
 
 
 def bad_line_result(bad: BadLine) -> Result:
@@ -19,36 +23,84 @@ def bad_line_result(bad: BadLine) -> Result:
     return Result(url=url, path=None, status=Status.FAILED, line=bad.line, error=bad.reason)
 
 
+def in_shard(url: str, shard: tuple[int, int]) -> bool:
+    """Whether `url` belongs to shard K of N: SHA-1 of the URL (UTF-8) as a big-endian
+    integer, modulo N. The same on every machine and Python version."""
+    k, n = shard
+    return int.from_bytes(hashlib.sha1(url.encode("utf-8")).digest(), "big") % n == k
+
+
 class Planner:
     """Turns Jobs into Planned items (or settled Results) in input order.
 
     Input order is what makes collision names deterministic: the first URL to claim a
-    name keeps it on every run of the same list.
+    name keeps it on every run of the same list. Items of other shards still claim
+    their names, so every machine names every file alike, then are dropped (None).
     """
 
-    def __init__(self, config: Config, root_fd: int | None, claims: Claims | None = None) -> None:
+    def __init__(self, config: Config, root_fd: int | None, claims: Claims | None = None,
+                 state: State | None = None) -> None:
         self._config = config
         self._root_fd = root_fd
+        self._state = state
         self.claims = claims if claims is not None else Claims()
 
-    def plan(self, item: Job | BadLine) -> Planned | Result:
+    def plan(self, item: Job | BadLine) -> Planned | Result | None:
         if isinstance(item, BadLine):
             return bad_line_result(item)
         if self._config.content_disposition and item.path is None:
             first = self.claims.seen_unnamed(item.url, item.line)
-            if first is None:
-                return Planned(item, None, Action.FETCH)
-            return self._duplicate(item, None, first)
+            if first is not None:
+                return self._duplicate(item, None, first)
+            if not self._ours(item):
+                return None
+            return self._named_earlier(item) or Planned(item, None, Action.FETCH)
         # Claim first: an explicit path equal to the derived name is the same target.
         name = item.path or url_name(item.url, self._config.layout)
         path, first = self.claims.claim(item.url, name, item.line)
         if first is not None:
             return self._duplicate(item, path, first)
-        if self._config.if_exists == "skip" and self._root_fd is not None:
-            size = complete_size(self._root_fd, path)
-            if size is not None:
-                return Planned(item, path, Action.SKIP, size)
+        if not self._ours(item):
+            return None
+        return self._decide(item, path)
+
+    def _ours(self, item: Job) -> bool:
+        return self._config.shard is None or in_shard(item.url, self._config.shard)
+
+    def _decide(self, item: Job, path: str) -> Planned:
+        config = self._config
+        if self._root_fd is None:
+            return Planned(item, path, Action.FETCH)
+        existing = complete_stat(self._root_fd, path)
+        if existing is not None and config.if_exists == "skip":
+            return self._known(item, path, Action.SKIP, existing)
+        if config.resume and part_size(self._root_fd, path) is not None:
+            return Planned(item, path, Action.RESUME)
+        if existing is not None and config.if_exists == "update":
+            return self._known(item, path, Action.UPDATE, existing)
         return Planned(item, path, Action.FETCH)
+
+    def _named_earlier(self, item: Job) -> Planned | None:
+        """--content-disposition: the state remembers where an earlier run put the URL."""
+        if self._state is None or self._root_fd is None or self._config.if_exists == "overwrite":
+            return None
+        record = self._state.lookup(item.url)
+        if record is None or record.path is None:
+            return None
+        existing = complete_stat(self._root_fd, record.path)
+        if existing is None:
+            return None
+        action = Action.SKIP if self._config.if_exists == "skip" else Action.UPDATE
+        return self._known(item, record.path, action, existing)
+
+    def _known(self, item: Job, path: str, action: Action, existing: os.stat_result) -> Planned:
+        """A file is there: what the state (or, failing that, the file) says about it."""
+        size = existing.st_size
+        record = self._state.lookup(item.url) if self._state is not None else None
+        if record is not None and record.path == path and record.size == size:
+            return Planned(item, path, action, size, record.sha256, record.etag,
+                           record.last_modified or http_date(existing.st_mtime))
+        return Planned(item, path, action, size, modified=http_date(existing.st_mtime))
 
     @staticmethod
     def _duplicate(item: Job, path: str | None, first: str) -> Result:
@@ -56,17 +108,31 @@ class Planner:
                       duplicate_of=first)
 
 
+def http_date(timestamp: float) -> str:
+    """An IMF-fixdate (RFC 9110 5.6.7), as If-Modified-Since wants it."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
 @contextlib.contextmanager
 def offline_planner(config: Config) -> Iterator[Planner]:
-    """A Planner for a dry run: DIR is looked at if it exists, never created or written."""
+    """A Planner for a dry run: DIR and the state are read if they exist, never written."""
     try:
         root_fd: int | None = os.open(config.dest, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         root_fd = None  # nothing there yet: everything would be fetched
-    store = SqliteClaimStore()
-    try:
-        yield Planner(config, root_fd, Claims(store))
-    finally:
-        store.close()
+    with contextlib.ExitStack() as stack:
         if root_fd is not None:
-            os.close(root_fd)
+            stack.callback(os.close, root_fd)
+        state = None
+        state_path = config.state_path
+        if root_fd is not None and state_path is not None and state_path.exists():
+            try:
+                state = State.open(state_path, readonly=True)
+            except StateError:
+                state = None  # the plan is made without it; the real run will say why
+            else:
+                stack.callback(state.close)
+        store = SqliteClaimStore()
+        stack.callback(store.close)
+        reserved = state.owner_of if state is not None else None
+        yield Planner(config, root_fd, Claims(store, reserved), state)

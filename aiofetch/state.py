@@ -1,9 +1,12 @@
 """The state journal: an embedded SQLite file (DIR/.aiofetch.db) that outlives a run.
 
-For now it keeps the validators (ETag, Last-Modified) of `.part` files, so that a later
-run resumes with `If-Range` and never splices a changed resource onto a stale prefix.
-WAL journaling: a commit is a write to the log, not an fsync, and survives a crash of
-the process. Only the run holding DIR's lock writes it.
+It keeps, per URL, where the file went and what it was (size, sha256, ETag,
+Last-Modified, last status and time), so a cron run can ask only for what changed; and
+the validators of `.part` files, so a resume sends `If-Range` and never splices a changed
+resource onto a stale prefix. WAL journaling: a commit is an append to the log, not an
+fsync, and survives a crash of the process. Results are written in batches (one
+transaction per 512 results or per second); `.part` validators at once, since a resume
+after SIGKILL depends on them. Only the run holding DIR's lock writes it.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ import errno
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import StateError
 
 # PRAGMA application_id: "aiof", so a foreign SQLite file is told apart from ours.
 APPLICATION_ID = 0x61696F66
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BATCH_ROWS = 512
+BATCH_SECONDS = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (
@@ -29,7 +36,52 @@ CREATE TABLE IF NOT EXISTS parts (
     last_modified TEXT,
     updated       REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS items (
+    url           TEXT PRIMARY KEY,
+    path          TEXT,              -- relative to DIR: this URL's claim on a name
+    size          INTEGER,
+    sha256        TEXT,
+    etag          TEXT,
+    last_modified TEXT,
+    status        TEXT NOT NULL,     -- the last result: ok, skipped, not_modified, failed...
+    http_status   INTEGER,
+    updated       REAL NOT NULL      -- when that result settled (Unix time)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_path ON items (path);
 """
+
+# A complete file: everything about it is replaced.
+_RECORD_FILE = """
+INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+# Any other outcome: the status changes; what is known of the file stays unless given.
+_RECORD_STATUS = """
+INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (url) DO UPDATE SET
+    path = coalesce(excluded.path, path), size = coalesce(excluded.size, size),
+    sha256 = coalesce(excluded.sha256, sha256), etag = coalesce(excluded.etag, etag),
+    last_modified = coalesce(excluded.last_modified, last_modified),
+    status = excluded.status, http_status = excluded.http_status, updated = excluded.updated
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the journal knows of one URL."""
+
+    url: str
+    path: str | None
+    size: int | None
+    sha256: str | None
+    etag: str | None
+    last_modified: str | None
+    status: str
+    http_status: int | None
+    updated: float
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(self.etag, self.last_modified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +101,45 @@ class Validators:
 class State:
     """An open state journal."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: sqlite3.Connection, path: Path,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._db = db
         self.path = path
+        self._clock = clock
+        self._pending: list[tuple[str, tuple[object, ...]]] = []
+        self._flushed_at = clock()
 
     @classmethod
-    def open(cls, path: Path) -> State:
-        """Open or create the journal; a corrupt or foreign file is a StateError."""
+    def open(cls, path: Path, *, readonly: bool = False) -> State:
+        """Open or create the journal; a corrupt or foreign file is a StateError.
+
+        `readonly` (a dry run) never writes, not even a journal's side files.
+        """
         try:
             # SQLite only says "unable to open database file"; the OS says why.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            flags = os.O_RDONLY if readonly else os.O_RDWR | os.O_CREAT
+            os.close(os.open(path, flags | os.O_CLOEXEC, 0o644))
         except OSError as exc:
             raise StateError(f"cannot open state file {str(path)!r}: {exc.strerror}",
                              errno=exc.errno) from exc
         try:
-            db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            if readonly:
+                # immutable: no -shm or -wal is created (a dry run writes nothing); what
+                # a crashed or running run has not checkpointed yet is not seen.
+                uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+                db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {str(path)!r}: {exc}") from exc
         try:
-            cls._prepare(db, path)
+            if readonly:
+                cls._check(db, path)
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    raise StateError(f"state file {str(path)!r} is from an older aiofetch; "
+                                     "a real run will update it")
+            else:
+                cls._prepare(db, path)
         except sqlite3.Error as exc:
             db.close()
             raise StateError(f"state file {str(path)!r} is unusable: {exc}") from exc
@@ -76,8 +148,17 @@ class State:
             raise
         return cls(db, path)
 
+    @classmethod
+    def _prepare(cls, db: sqlite3.Connection, path: Path) -> None:
+        cls._check(db, path)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     @staticmethod
-    def _prepare(db: sqlite3.Connection, path: Path) -> None:
+    def _check(db: sqlite3.Connection, path: Path) -> None:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -87,27 +168,68 @@ class State:
         if version > SCHEMA_VERSION:
             raise StateError(f"state file {str(path)!r} is from a newer aiofetch "
                              f"(schema {version}, this one knows {SCHEMA_VERSION})")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
-        self._db.close()
+        """Write what is pending and close."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+
+    def record(self, url: str, path: str | None, status: str, *, http_status: int | None,
+               size: int | None = None, sha256: str | None = None,
+               validators: Validators | None = None, complete: bool = False) -> None:
+        """Queue the result of one URL; `complete` when a file was just written whole."""
+        etag = validators.etag if validators else None
+        last_modified = validators.last_modified if validators else None
+        row = (url, path, size, sha256, etag, last_modified, status, http_status, time.time())
+        self._pending.append((_RECORD_FILE if complete else _RECORD_STATUS, row))
+        if len(self._pending) >= BATCH_ROWS or self._clock() - self._flushed_at >= BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued results in one transaction."""
+        self._flushed_at = self._clock()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                for sql, row in pending:
+                    self._db.execute(sql, row)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write state file {str(self.path)!r}: {exc}",
+                             errno=_errno_of(exc)) from exc
+
+    def lookup(self, url: str) -> Record | None:
+        """The last result written for `url`: an earlier run's (this run's may be pending;
+        a run meets each URL once)."""
+        found = self._read("SELECT * FROM items WHERE url = ?", (url,))
+        return None if found is None else Record(*found)
+
+    def owner_of(self, path: str) -> str | None:
+        """The URL an earlier run saved at `path`, if any."""
+        found = self._read(
+            "SELECT url FROM items WHERE path = ? AND size IS NOT NULL LIMIT 1", (path,))
+        return None if found is None else str(found[0])
+
+    def _read(self, sql: str, args: tuple[object, ...]) -> Any:
+        try:
+            return self._db.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state file {str(self.path)!r}: {exc}") from exc
 
     def part_validators(self, path: str, url: str) -> Validators | None:
         """The validators recorded for PATH.part, when it was started for this URL."""
-        row = self._db.execute(
-            "SELECT url, etag, last_modified FROM parts WHERE path = ?", (path,)
-        ).fetchone()
+        row = self._read("SELECT url, etag, last_modified FROM parts WHERE path = ?", (path,))
         if row is None or row[0] != url:
             return None
         return Validators(row[1], row[2])
 
     def part_owner(self, path: str) -> str | None:
         """The URL PATH.part was started for, if recorded."""
-        row = self._db.execute("SELECT url FROM parts WHERE path = ?", (path,)).fetchone()
+        row = self._read("SELECT url FROM parts WHERE path = ?", (path,))
         return None if row is None else str(row[0])
 
     def remember_part(self, path: str, url: str, validators: Validators) -> None:

@@ -70,13 +70,14 @@ def _walk(root_fd: int, parents: list[str], *, create: bool) -> int:
         raise
 
 
-def complete_size(root_fd: int, path: str) -> int | None:
-    """Size of a complete file at `path`, or None (missing, a symlink, or not a file).
-
-    Only aiofetch renames files into final names, and only when complete, so a regular
-    file there is a complete one.
-    """
+def _lstat(root_fd: int, path: str) -> os.stat_result | None:
+    """lstat `path` below root without following any link on the way; None if absent."""
     *parents, name = path.split("/")
+    if not parents:  # flat layout: no walk, no extra descriptors
+        try:
+            return os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            return None
     try:
         fd = _walk(root_fd, parents, create=False)
     except (OSError, LocalError):
@@ -84,12 +85,33 @@ def complete_size(root_fd: int, path: str) -> int | None:
     if fd < 0:
         return None
     try:
-        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def complete_stat(root_fd: int, path: str) -> os.stat_result | None:
+    """The stat of a complete file at `path`, or None (missing, a symlink, not a file).
+
+    Only aiofetch renames files into final names, and only when complete, so a regular
+    file there is a complete one.
+    """
+    info = _lstat(root_fd, path)
+    return info if info is not None and stat.S_ISREG(info.st_mode) else None
+
+
+def complete_size(root_fd: int, path: str) -> int | None:
+    """Size of a complete file at `path`, or None."""
+    info = complete_stat(root_fd, path)
+    return None if info is None else info.st_size
+
+
+def part_size(root_fd: int, path: str) -> int | None:
+    """Size of the regular `PATH.part` left by an earlier attempt, or None."""
+    info = _lstat(root_fd, path + PART_SUFFIX)
+    return info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
 
 
 class PartFile:
@@ -107,8 +129,8 @@ class PartFile:
         self._root_fd = root_fd
         self._dir_fd = -1
         self._file: AsyncBufferedIOBase | None = None
-        self._hash = hashlib.sha256()
-        self._hashed = 0  # how many leading bytes of the .part the hash covers
+        self._hashes: dict[str, Any] = {"sha256": hashlib.sha256()}
+        self._hashed = 0  # how many leading bytes of the .part the hashes cover
         self.size = 0
 
     @property
@@ -151,8 +173,18 @@ class PartFile:
         return self.size
 
     def _reset_hash(self) -> None:
-        self._hash = hashlib.sha256()
+        self._hashes = {name: hashlib.new(name) for name in self._hashes}
         self._hashed = 0
+
+    def want(self, algorithm: str) -> None:
+        """Also compute `algorithm` (a hashlib name) over the whole body."""
+        if algorithm not in self._hashes:
+            self._hashes[algorithm] = hashlib.new(algorithm)
+            self._reset_hash()  # every digest restarts: adopt_prefix reads the prefix once
+
+    def _update(self, data: bytes) -> None:
+        for digest in self._hashes.values():
+            digest.update(data)
 
     async def restart(self) -> None:
         """Throw away the bytes so far: the body starts again from zero."""
@@ -178,7 +210,7 @@ class PartFile:
                 block = os.pread(fd, min(1 << 20, self.size - offset), offset)
                 if not block:
                     raise OSError(errno.EIO, "the .part file shrank while being read")
-                self._hash.update(block)
+                self._update(block)
                 offset += len(block)
             self._hashed = offset
         finally:
@@ -190,7 +222,7 @@ class PartFile:
         loop = asyncio.get_running_loop()
         try:
             await asyncio.gather(
-                self._file.write(chunk), loop.run_in_executor(None, self._hash.update, chunk)
+                self._file.write(chunk), loop.run_in_executor(None, self._update, chunk)
             )
         except OSError as exc:
             raise _local(f"cannot write {self.name}", exc) from exc
@@ -198,16 +230,19 @@ class PartFile:
         self._hashed += len(chunk)
 
     def sha256(self) -> str:
-        return self._hash.hexdigest()
+        return str(self._hashes["sha256"].hexdigest())
 
-    async def commit(self) -> None:
-        """Close the `.part` and rename it over the final name (a link there is replaced)."""
+    def digest(self, algorithm: str) -> bytes | None:
+        """The raw digest of the body so far, if `algorithm` was wanted."""
+        found = self._hashes.get(algorithm)
+        return None if found is None else bytes(found.digest())
+
+    async def commit(self, mtime: float | None = None) -> None:
+        """Close the `.part` and rename it over the final name (a link there is replaced);
+        stamp it with `mtime` (the server's Last-Modified) when given."""
         try:
             await self._close_file()
-            await self._run(
-                os.replace, self._part, self._name,
-                src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd,
-            )
+            await self._run(self._install, mtime)
         except OSError as exc:
             await self.discard()
             raise _local(f"cannot finish {self.path}", exc) from exc
@@ -237,6 +272,11 @@ class PartFile:
         self.size = 0
         self._reset_hash()
         await self._close_dir()
+
+    def _install(self, mtime: float | None) -> None:
+        if mtime is not None:
+            os.utime(self._part, (mtime, mtime), dir_fd=self._dir_fd, follow_symlinks=False)
+        os.replace(self._part, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def _unlink(self) -> None:
         if self._dir_fd < 0:

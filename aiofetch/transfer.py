@@ -9,7 +9,10 @@ and keeps a Cookie header set by the caller.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import email.utils
 import re
 from dataclasses import dataclass
 
@@ -28,11 +31,12 @@ from .errors import (
     VerificationError,
 )
 from .events import EventSink, TransferAdvanced, TransferStarted
-from .models import Planned, Status
+from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
 from .retry import parse_retry_after
 from .state import State, Validators
-from .storage import PartFile, complete_size
+from .storage import PartFile, complete_size, part_size
+from .throttle import Throttle
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _SENSITIVE = frozenset({"authorization", "cookie"})
@@ -49,6 +53,7 @@ class Outcome:
     http_status: int
     bytes: int
     sha256: str | None
+    validators: Validators | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class Context:
     claims: Claims
     sink: EventSink
     state: State | None = None
+    throttle: Throttle | None = None
 
 
 def request_headers(config: Config, planned: Planned) -> dict[str, str]:
@@ -75,6 +81,40 @@ def expected_sha256(config: Config, planned: Planned, path: str) -> str | None:
     if planned.job.sha256:
         return planned.job.sha256
     return config.checksums.get(path) or config.checksums.get(path.rsplit("/", 1)[-1])
+
+
+# RFC 9530 algorithm keys -> hashlib names; sha-256 is computed anyway, so ask for it first.
+DIGEST_NAMES = {"sha256": "sha-256", "sha512": "sha-512"}
+_DIGEST_ALGORITHMS = {key: name for name, key in DIGEST_NAMES.items()}
+WANT_DIGEST = "sha-256=10, sha-512=3"
+_DIGEST_MEMBER = re.compile(r"\s*([a-z0-9*_.-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?")
+
+
+def parse_digest_fields(value: str | None) -> dict[str, bytes]:
+    """`sha-256=:BASE64:, sha-512=:BASE64:` (an RFC 8941 dictionary of byte sequences)
+    -> {hashlib name: digest} for the algorithms we know; anything unparsable is ignored."""
+    found: dict[str, bytes] = {}
+    for member in (value or "").split(","):
+        match = _DIGEST_MEMBER.fullmatch(member)
+        if match is None:
+            continue
+        name = _DIGEST_ALGORITHMS.get(match.group(1).lower())
+        if name is None:
+            continue
+        try:
+            found[name] = base64.b64decode(match.group(2), validate=True)
+        except binascii.Error:
+            continue
+    return found
+
+
+def _timestamp(http_date: str | None) -> float | None:
+    if not http_date:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(http_date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -111,6 +151,7 @@ class Download:
         self._validators: Validators | None = None
         self._recorded = False  # validators written to the state for this .part
         self._resumable = True  # False once the server says Accept-Ranges: none
+        self._expected_digests: dict[str, bytes] = {}  # hashlib name -> digest
 
     @property
     def url(self) -> str:
@@ -141,20 +182,24 @@ class Download:
 
     async def _attempt(self) -> Outcome:
         config = self.ctx.config
-        offset = 0
+        offset = self._resume_offset()
         headers = request_headers(config, self.planned)
-        if self.path is not None:
-            offset = await self._open_part(keep=config.resume or self.attempts > 1)
-            if offset > 0:
-                headers["Range"] = f"bytes={offset}-"
-                if_range = self._if_range()
-                if if_range:
-                    headers["If-Range"] = if_range
+        headers["Want-Repr-Digest"] = WANT_DIGEST
+        conditional = False
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            if_range = self._if_range()
+            if if_range:
+                headers["If-Range"] = if_range
+        elif self.planned.action is Action.UPDATE:
+            conditional = self._add_conditions(headers)
         resp = await self._get(headers)
         try:
             self.http_status = resp.status
+            if resp.status == 304 and conditional:
+                return self._not_modified(resp)
             if resp.status == 416 and offset > 0:
-                return await self._unsatisfiable(resp, offset)
+                return await self._unsatisfiable(resp)
             if resp.status >= 400:
                 raise _status_error(resp)
             if not 200 <= resp.status < 300:
@@ -168,19 +213,45 @@ class Download:
                     size = complete_size(self.ctx.root_fd, self.path)
                     if size is not None:
                         return Outcome(Status.SKIPPED, self.path, resp.status, size, None)
-                await self._open_part(keep=False)
-            return await self._stream(resp, offset)
+            await self._open_part(keep=resp.status == 206)
+            return await self._stream(resp)
         finally:
             resp.release()
+
+    def _resume_offset(self) -> int:
+        """Size of a `.part` this item may resume: ours (per the state), and resume allowed
+        (--no-resume still resumes within the run)."""
+        if self.path is None or not (self.ctx.config.resume or self.attempts > 1):
+            return 0
+        size = part_size(self.ctx.root_fd, self.path)
+        if not size:
+            return 0
+        state = self.ctx.state
+        if state is not None and self._validators is None:
+            owner = state.part_owner(self.path)
+            if owner is not None and owner != self.url:
+                return 0  # another URL's bytes are no prefix of ours
+        return size
+
+    def _add_conditions(self, headers: dict[str, str]) -> bool:
+        """--if-exists update: ask only for a newer version (RFC 9110 13.1)."""
+        if self.planned.etag:
+            headers["If-None-Match"] = self.planned.etag
+        if self.planned.modified:
+            headers["If-Modified-Since"] = self.planned.modified
+        return bool(self.planned.etag or self.planned.modified)
+
+    def _not_modified(self, resp: aiohttp.ClientResponse) -> Outcome:
+        assert self.path is not None
+        validators = Validators(resp.headers.get("ETag") or self.planned.etag,
+                                resp.headers.get("Last-Modified"))
+        return Outcome(Status.NOT_MODIFIED, self.path, resp.status, self.planned.size or 0,
+                       self.planned.sha256, validators)
 
     async def _open_part(self, *, keep: bool) -> int:
         assert self.path is not None
         if self.part is None:
             self.part = PartFile(self.ctx.root_fd, self.path)
-        state = self.ctx.state
-        if keep and state is not None and self._validators is None:
-            owner = state.part_owner(self.path)
-            keep = owner is None or owner == self.url  # another URL's bytes are no prefix
         return await self.part.open(keep=keep)
 
     def _if_range(self) -> str | None:
@@ -222,21 +293,23 @@ class Download:
             name = url_name(str(resp.url), self.ctx.config.layout)
         return self.ctx.claims.claim(self.url, name, self.planned.job.line)[0]
 
-    async def _unsatisfiable(self, resp: aiohttp.ClientResponse, offset: int) -> Outcome:
+    async def _unsatisfiable(self, resp: aiohttp.ClientResponse) -> Outcome:
         """416 to our Range: the .part may already hold the whole body."""
-        assert self.part is not None and self.path is not None
+        size = await self._open_part(keep=True)
+        assert self.part is not None
         match = _UNSATISFIED_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-        if match is not None and int(match.group(1)) == offset:
+        if match is not None and int(match.group(1)) == size:
             await self.part.adopt_prefix()
-            return await self._finish(resp.status)
+            return await self._finish(resp)
         await self.part.restart()
         raise TransferError("server refused the resume range; starting over",
                             http_status=resp.status)
 
-    async def _stream(self, resp: aiohttp.ClientResponse, offset: int) -> Outcome:
+    async def _stream(self, resp: aiohttp.ClientResponse) -> Outcome:
         assert self.part is not None and self.path is not None
         config = self.ctx.config
         part = self.part
+        offset = part.size
         if resp.headers.get("Accept-Ranges", "").strip().lower() == "none":
             self._resumable = False
         total = resp.content_length
@@ -247,28 +320,45 @@ class Download:
                 got = "no usable Content-Range" if span is None else f"byte {span[0]}"
                 raise TransferError(f"resume answered at {got}, not byte {offset}; "
                                     "starting over", http_status=206)
-            await part.adopt_prefix()
             total = span[2] if span[2] is not None else (
                 offset + total if total is not None else None)
         else:
-            if offset > 0:
-                await part.restart()  # a full body: the server did not resume
             self._begin_version(resp, total)
         limit = config.max_size
         if limit is not None and total is not None and total > limit:
             raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
                                  http_status=resp.status)
+        for algorithm in self._digests(resp):
+            part.want(algorithm)
+        await part.adopt_prefix()
         self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, part.size))
-        async for chunk in resp.content.iter_chunked(config.chunk_size):
+        throttle = self.ctx.throttle
+        read_size = throttle.read_size if throttle else config.chunk_size
+        async for chunk in resp.content.iter_chunked(read_size):
             if limit is not None and part.size + len(chunk) > limit:
                 raise SizeLimitError(f"body passed --max-size {limit} bytes",
                                      http_status=resp.status)
             await part.write(chunk)
             self.ctx.sink(TransferAdvanced(self.key, len(chunk)))
+            if throttle is not None:
+                await throttle.spend(len(chunk))
         if total is not None and part.size != total:
             raise TransferError(f"body ended early: {part.size} of {total} bytes",
                                 http_status=resp.status)
-        return await self._finish(resp.status)
+        return await self._finish(resp)
+
+    def _digests(self, resp: aiohttp.ClientResponse) -> dict[str, bytes]:
+        """Digests the server vouches for (RFC 9530), by hashlib name, for the whole file.
+
+        Repr-Digest covers the whole representation, also in a 206; Content-Digest only
+        this message's content, which is the whole file in a 200 alone.
+        """
+        found = parse_digest_fields(resp.headers.get("Repr-Digest"))
+        if resp.status == 200:
+            for name, value in parse_digest_fields(resp.headers.get("Content-Digest")).items():
+                found.setdefault(name, value)
+        self._expected_digests = found
+        return found
 
     def _begin_version(self, resp: aiohttp.ClientResponse, total: int | None) -> None:
         """A full body starts: remember its validators for a resume, in the state too
@@ -283,7 +373,7 @@ class Download:
                 raise LocalError(str(exc), errno=exc.errno) from exc
             self._recorded = True
 
-    async def _finish(self, http_status: int) -> Outcome:
+    async def _finish(self, resp: aiohttp.ClientResponse) -> Outcome:
         assert self.part is not None and self.path is not None
         part = self.part
         digest = part.sha256()
@@ -291,11 +381,22 @@ class Download:
         if expected is not None and digest != expected:
             raise VerificationError(
                 f"sha256 mismatch: expected {expected[:16]}..., got {digest[:16]}...",
-                http_status=http_status,
+                http_status=resp.status,
             )
-        await part.commit()
+        for algorithm, value in self._expected_digests.items():
+            if part.digest(algorithm) != value:
+                raise VerificationError(
+                    f"{DIGEST_NAMES[algorithm]} from the server's digest header does not "
+                    "match the body", http_status=resp.status)
+        validators = self._validators or self._stored_validators()
+        await part.commit(mtime=_timestamp(validators.last_modified if validators else None))
         self._forget()
-        return Outcome(Status.OK, self.path, http_status, part.size, digest)
+        return Outcome(Status.OK, self.path, resp.status, part.size, digest, validators)
+
+    def _stored_validators(self) -> Validators | None:
+        if self.ctx.state is None or self.path is None:
+            return None
+        return self.ctx.state.part_validators(self.path, self.url)
 
     async def settle_part(self, *, keep: bool) -> None:
         """After the last attempt: keep the `.part` for a resume, or remove it.

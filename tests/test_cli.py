@@ -213,9 +213,9 @@ async def test_dry_run_makes_no_connection_and_writes_nothing(tmp_path: Path) ->
         await server.wait_closed()
     assert ran.code == 0 and json_ran.code == 0
     assert ran.out.splitlines() == [
-        f"fetch {urls[0]} -> a.iso",
-        f"fetch {urls[1]} -> index.html",
-        f"skip  {urls[0]} -> a.iso (duplicate of args:1)",
+        f"fetch  {urls[0]} -> a.iso",
+        f"fetch  {urls[1]} -> index.html",
+        f"skip   {urls[0]} -> a.iso (duplicate of args:1)",
     ]
     assert [line["action"] for line in json_ran.lines()] == ["fetch", "fetch"]
     assert not contacted.is_set() and not dest.exists()
@@ -358,5 +358,5 @@ async def test_closed_stdout_is_not_a_crash(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(None),
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert out.decode() == "fetch http://127.0.0.1:9/f0 -> f0\n"
+    assert out.decode() == "fetch  http://127.0.0.1:9/f0 -> f0\n"
     assert b"Traceback" not in err and b"BrokenPipe" not in err

@@ -94,7 +94,7 @@ async def test_read_only_dir_without_lock_or_state_stops_after_a_few(
     server = await serve(site.app())
     stdin = "".join(f"{server.make_url(f'/f{n}')}\n" for n in range(50)).encode()
     ran = await aiofetch("-d", str(read_only_dir), "--no-state", "--no-lock", "--json",
-                         stdin=stdin)
+                         "-j", "2", stdin=stdin)
     assert "Traceback" not in ran.err
     assert ran.code == 1
     assert len(site.requests) < 10

@@ -29,11 +29,11 @@ def job(text: str, n: int) -> Job:
     return item
 
 
-def plan_all(planner: Planner, lines: list[str]) -> list[Planned | Result]:
+def plan_all(planner: Planner, lines: list[str]) -> list[Planned | Result | None]:
     return [planner.plan(job(text, n)) for n, text in enumerate(lines, start=1)]
 
 
-def planned(outcome: Planned | Result) -> Planned:
+def planned(outcome: Planned | Result | None) -> Planned:
     assert isinstance(outcome, Planned), outcome
     return outcome
 
@@ -127,11 +127,14 @@ def test_existing_file_for_numbered_name(tmp_path: Path, root_fd: int) -> None:
 
 
 def test_part_file_alone_is_not_complete(tmp_path: Path, root_fd: int) -> None:
-    """Only a `.part` at the target: the item is fetched (resumed), not skipped."""
+    """Only a `.part` at the target: the item is resumed, not skipped (or, with
+    --no-resume, fetched)."""
     (tmp_path / "a.txt.part").write_bytes(b"123")
     assert planned(Planner(Config(), root_fd).plan(job("http://h/a.txt", 1))).action is (
-        Action.FETCH
+        Action.RESUME
     )
+    assert planned(Planner(Config(resume=False), root_fd).plan(job("http://h/a.txt", 1))
+                   ).action is Action.FETCH
 
 
 def test_symlink_at_target_is_not_complete(tmp_path: Path, root_fd: int) -> None:
@@ -163,14 +166,21 @@ def test_directory_at_target_is_not_complete(tmp_path: Path, root_fd: int) -> No
     )
 
 
-@pytest.mark.parametrize("if_exists", ["overwrite", "update"])
-def test_other_if_exists_modes_fetch(tmp_path: Path, root_fd: int, if_exists: IfExists) -> None:
-    """With `overwrite` (and `update`) an existing file is fetched again."""
+@pytest.mark.parametrize(("if_exists", "action"),
+                         [("overwrite", Action.FETCH), ("update", Action.UPDATE)])
+def test_other_if_exists_modes_fetch(
+    tmp_path: Path, root_fd: int, if_exists: IfExists, action: Action
+) -> None:
+    """With `overwrite` an existing file is fetched again; with `update` it is fetched
+    conditionally, with its mtime as If-Modified-Since when nothing better is known."""
     (tmp_path / "a.txt").write_bytes(b"old")
+    os.utime(tmp_path / "a.txt", (784111777, 784111777))
     config = Config(if_exists=if_exists)
     outcome = planned(Planner(config, root_fd).plan(job("http://h/a.txt", 1)))
-    assert outcome.action is Action.FETCH
+    assert outcome.action is action
     assert outcome.path == "a.txt"
+    if action is Action.UPDATE:
+        assert outcome.modified == "Sun, 06 Nov 1994 08:49:37 GMT" and outcome.size == 3
 
 
 def test_content_disposition_leaves_path_open(tmp_path: Path, root_fd: int) -> None:

@@ -29,7 +29,11 @@ FAST = RetryPolicy(retries=3, wait=0.001, cap=0.01)
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return Config(dest=tmp_path / "out", jobs=2, retry=FAST, read_timeout=5)
+    # Small reads: aiohttp then pauses the socket once 2 reads' worth is buffered, so the
+    # end of a dropped connection only shows after most of its bytes were consumed (what
+    # it buffered when the connection ended is lost to the reader, and fetched again).
+    return Config(dest=tmp_path / "out", jobs=2, retry=FAST, read_timeout=5,
+                  chunk_size=32 * 1024)
 
 
 async def fetch_one(url: str, config: Config) -> Result:
