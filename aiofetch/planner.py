@@ -9,10 +9,10 @@ import os
 from collections.abc import Iterator
 
 from .config import Config
+from .errors import StateError
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
 from .registry import SqliteClaimStore
-from .errors import StateError
 from .state import State
 from .storage import complete_stat, part_size
 
