@@ -87,7 +87,7 @@ def expected_sha256(config: Config, planned: Planned, path: str) -> str | None:
 DIGEST_NAMES = {"sha256": "sha-256", "sha512": "sha-512"}
 _DIGEST_ALGORITHMS = {key: name for name, key in DIGEST_NAMES.items()}
 WANT_DIGEST = "sha-256=10, sha-512=3"
-_DIGEST_MEMBER = re.compile(r"\s*([a-z0-9*_.-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?")
+_DIGEST_MEMBER = re.compile(r"\s*([a-z0-9*_.-]+)\s*=\s*:([A-Za-z0-9+/=]*):\s*(?:;[^,]*)?", re.I)
 
 
 def parse_digest_fields(value: str | None) -> dict[str, bytes]:
