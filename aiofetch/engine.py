@@ -29,7 +29,7 @@ from .planner import Planner
 from .registry import SqliteClaimStore
 from .retry import HostGate, with_retries
 from .sources import parse_line
-from .state import State, Validators
+from .state import BATCH_SECONDS, State, Validators
 from .storage import open_root
 from .throttle import Throttle
 from .transfer import Context, Download
@@ -312,6 +312,8 @@ async def download(
             tasks.append(asyncio.create_task(run.finish(list(tasks))))
             if stop is not None:
                 tasks.append(asyncio.create_task(_watch(stop, run)))
+            if state is not None:
+                tasks.append(asyncio.create_task(_journal(state)))
             while (result := await run.results.get()) is not _DONE:
                 if isinstance(result, BaseException):
                     raise result
@@ -331,6 +333,13 @@ async def download(
 async def _watch(stop: asyncio.Event, run: _Run) -> None:
     await stop.wait()
     run.stop()
+
+
+async def _journal(state: State) -> None:
+    """Flush results that have waited a batch period, even when no new result comes."""
+    while True:
+        await asyncio.sleep(BATCH_SECONDS)
+        state.flush_if_due()
 
 
 def download_all(

@@ -50,18 +50,19 @@ class Planner:
             return bad_line_result(item)
         if self._config.content_disposition and item.path is None:
             first = self.claims.seen_unnamed(item.url, item.line)
-            if first is not None:
-                return self._duplicate(item, None, first)
             if not self._ours(item):
                 return None
+            if first is not None:
+                return self._duplicate(item, None, first)
             return self._named_earlier(item) or Planned(item, None, Action.FETCH)
-        # Claim first: an explicit path equal to the derived name is the same target.
+        # Claim first (every shard, so names agree): an explicit path equal to the derived
+        # name is the same target.
         name = item.path or url_name(item.url, self._config.layout)
         path, first = self.claims.claim(item.url, name, item.line)
-        if first is not None:
-            return self._duplicate(item, path, first)
         if not self._ours(item):
             return None
+        if first is not None:
+            return self._duplicate(item, path, first)
         return self._decide(item, path)
 
     def _ours(self, item: Job) -> bool:

@@ -36,6 +36,10 @@ def url_problem(url: str) -> str | None:
     if _CONTROL.search(url) or " " in url:
         return "URL contains whitespace or control characters"
     try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from argv arrive as lone surrogates
+        return "URL is not valid UTF-8"
+    try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:

@@ -187,6 +187,12 @@ class State:
         if len(self._pending) >= BATCH_ROWS or self._clock() - self._flushed_at >= BATCH_SECONDS:
             self.flush()
 
+    def flush_if_due(self) -> None:
+        """Flush when the oldest queued result has waited a batch period (a timer calls
+        this, so a result is journalled within seconds even when no other follows)."""
+        if self._pending and self._clock() - self._flushed_at >= BATCH_SECONDS:
+            self.flush()
+
     def flush(self) -> None:
         """Write queued results in one transaction."""
         self._flushed_at = self._clock()

@@ -231,6 +231,7 @@ class Download:
             owner = state.part_owner(self.path)
             if owner is not None and owner != self.url:
                 return 0  # another URL's bytes are no prefix of ours
+            self._recorded = owner is not None  # an earlier run's record: ours to clear
         return size
 
     def _add_conditions(self, headers: dict[str, str]) -> bool:
