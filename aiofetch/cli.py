@@ -376,7 +376,6 @@ def command(
 
     URLs come from the arguments, from -i files, or from stdin when it is a pipe.
     """
-    import asyncio
 
     from rich.console import Console
 
@@ -420,8 +419,9 @@ def command(
         if dry_run:
             status = _dry_run(items, config, display, json_out, quiet)
         else:
-            status = asyncio.run(_download(items, config, display, _Output(json_out, report),
-                                           quiet))
+            from .engine import run
+
+            status = run(_download(items, config, display, _Output(json_out, report), quiet))
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.USAGE

@@ -157,6 +157,10 @@ class MemoryClaimStore:
         self._files[path] = (url, line)
         self._dirs.update(dirs)
 
+    def contents(self) -> tuple[dict[str, tuple[str, str]], set[str]]:
+        """Every claim (path -> (url, line)) and every directory they need."""
+        return self._files, self._dirs
+
 
 # A key no real path can equal (paths never hold NUL): "this URL was seen, unnamed".
 _UNNAMED = "\0"

@@ -12,7 +12,7 @@ from .config import Config
 from .errors import StateError
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
-from .registry import SqliteClaimStore
+from .registry import RunClaimStore
 from .state import State
 from .storage import complete_stat, part_size
 
@@ -133,7 +133,7 @@ def offline_planner(config: Config) -> Iterator[Planner]:
                 state = None  # the plan is made without it; the real run will say why
             else:
                 stack.callback(state.close)
-        store = SqliteClaimStore()
+        store = RunClaimStore()
         stack.callback(store.close)
         reserved = state.owner_of if state is not None else None
         yield Planner(config, root_fd, Claims(store, reserved), state)

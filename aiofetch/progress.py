@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from rich.console import Console, RenderableType
 from rich.filesize import decimal
@@ -60,8 +60,43 @@ def error_line(result: Result) -> str:
     return f"{result.line}: {result.url}: {result.error}"
 
 
+class _Transfer:
+    """One active transfer as the event loop sees it; the refresh thread reads it."""
+
+    __slots__ = ("path", "total", "done")
+
+    def __init__(self, path: str, total: int | None, done: int) -> None:
+        self.path = path
+        self.total = total
+        self.done = done
+
+
+class _PullingProgress(Progress):
+    """A Progress that asks for fresh figures each time it redraws (on its own thread)."""
+
+    def __init__(self, *columns: str | ProgressColumn, pull: Callable[[], None],
+                 **options: Any) -> None:
+        self._pull: Callable[[], None] | None = None  # Progress.__init__ already renders
+        super().__init__(*columns, **options)
+        self._pull = pull
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        pull, self._pull = self._pull, None  # add_task() redraws: do not pull from there
+        if pull is not None:
+            try:
+                pull()
+            finally:
+                self._pull = pull
+        yield from super().get_renderables()
+
+
 class Display:
-    """An EventSink that draws progress and prints failures above it."""
+    """An EventSink that draws progress and prints failures above it.
+
+    Events only bump counters (a few dict and int operations per chunk); the bars are
+    brought up to date by rich's refresh thread, ten times a second, when it redraws.
+    A transfer that starts and ends between two redraws never gets a row.
+    """
 
     def __init__(
         self,
@@ -79,11 +114,12 @@ class Display:
         self._input_done = False
         self._settled = 0
         self._bytes = 0
+        self._active: dict[int, _Transfer] = {}
         self._started_at = get_time()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self._tasks: dict[int, TaskID] = {}
-        self._progress = Progress(
+        self._rows: dict[int, TaskID] = {}
+        self._progress = _PullingProgress(
             TextColumn("{task.description}",
                        table_column=Column(width=32, no_wrap=True, overflow="ellipsis")),
             # The overall byte count has no total (the input is read lazily): no bar.
@@ -94,6 +130,7 @@ class Display:
             console=console,
             get_time=get_time,
             disable=mode != "bar",
+            pull=self._pull,
         )
         self._files = self._progress.add_task("files", total=None, unit="files")
         self._data = self._progress.add_task("bytes", total=None, unit="total")
@@ -120,6 +157,24 @@ class Display:
         while not self._stop.wait(self._interval):
             self.console.print(self.status_line(), highlight=False)
 
+    def _pull(self) -> None:
+        """Runs on the refresh thread: copy the counters into rich's tasks."""
+        progress = self._progress
+        if len(progress.tasks) < 2:
+            return  # still being built
+        progress.update(self._files, completed=self._settled, total=self._seen)
+        progress.update(self._data, completed=self._bytes)
+        active = dict(self._active)  # one atomic copy; the loop goes on mutating its own
+        for key in [key for key in self._rows if key not in active]:
+            progress.remove_task(self._rows.pop(key))
+        for key, transfer in active.items():
+            row = self._rows.get(key)
+            if row is None:
+                self._rows[key] = progress.add_task(transfer.path, total=transfer.total,
+                                                    completed=transfer.done)
+            else:
+                progress.update(row, total=transfer.total, completed=transfer.done)
+
     def status_line(self) -> str:
         """The line `--progress plain` prints every few seconds."""
         elapsed = max(self._get_time() - self._started_at, 1e-9)
@@ -132,23 +187,21 @@ class Display:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def __call__(self, event: Event, /) -> None:
-        progress = self._progress
-        if isinstance(event, TransferAdvanced):
+        if isinstance(event, TransferAdvanced):  # the hot one: once per chunk
+            transfer = self._active.get(event.key)
+            if transfer is not None:
+                transfer.done += event.nbytes
             self._bytes += event.nbytes
-            progress.advance(self._tasks[event.key], event.nbytes)
-            progress.advance(self._data, event.nbytes)
         elif isinstance(event, TransferStarted):
-            task = self._tasks.get(event.key)
-            if task is None:
-                self._tasks[event.key] = progress.add_task(
-                    event.path, total=event.total, completed=event.done)
+            transfer = self._active.get(event.key)
+            if transfer is None:
+                self._active[event.key] = _Transfer(event.path, event.total, event.done)
             else:  # a retry or resume of the same item: same row, new figures
-                progress.reset(task, total=event.total, completed=event.done)
+                transfer.total, transfer.done = event.total, event.done
         elif isinstance(event, ItemSettled):
             self._settled += 1
-            progress.advance(self._files, 1)
-            if event.key is not None and event.key in self._tasks:
-                progress.remove_task(self._tasks.pop(event.key))
+            if event.key is not None:
+                self._active.pop(event.key, None)
             if event.result.status is Status.FAILED:
                 self.print(f"aiofetch: error: {error_line(event.result)}")
         elif isinstance(event, Retrying):
@@ -157,8 +210,6 @@ class Display:
                            f"{event.line}: {event.url}: {event.reason}")
         elif isinstance(event, ItemSeen):
             self._seen = event.count
-            progress.update(self._files, total=event.count)
         elif isinstance(event, InputDone):
             self._seen = event.count
             self._input_done = True
-            progress.update(self._files, total=event.count)

@@ -14,7 +14,7 @@ import binascii
 import contextlib
 import email.utils
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
@@ -34,6 +34,7 @@ from .events import EventSink, TransferAdvanced, TransferStarted
 from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
 from .retry import parse_retry_after
+from .routes import Routes
 from .state import State, Validators
 from .storage import PartFile, complete_size, part_size
 from .throttle import Throttle
@@ -67,6 +68,7 @@ class Context:
     sink: EventSink
     state: State | None = None
     throttle: Throttle | None = None
+    routes: Routes = field(default_factory=Routes)
 
 
 def request_headers(config: Config, planned: Planned) -> dict[str, str]:
@@ -136,6 +138,25 @@ def _status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
                            http_status=resp.status, retry_after=retry_after)
 
 
+# Bodies up to this size (with a Content-Length) are read whole and written in one hop.
+SMALL_BODY = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One digest the finished file must have, and where that expectation came from."""
+
+    algorithm: str  # hashlib name
+    digest: bytes
+    source: str
+
+    def failure(self, part: PartFile) -> str:
+        if self.source == "sha256":
+            return (f"sha256 mismatch: expected {self.digest.hex()[:16]}..., "
+                    f"got {part.sha256()[:16]}...")
+        return f"{self.source} does not match the body"
+
+
 class Download:
     """One item: its target, its `.part`, and what the server said, across attempts."""
 
@@ -151,7 +172,7 @@ class Download:
         self._validators: Validators | None = None
         self._recorded = False  # validators written to the state for this .part
         self._resumable = True  # False once the server says Accept-Ranges: none
-        self._expected_digests: dict[str, bytes] = {}  # hashlib name -> digest
+        self._expected: list[_Check] = []  # what the body must hash to
 
     @property
     def url(self) -> str:
@@ -213,16 +234,53 @@ class Download:
                     size = complete_size(self.ctx.root_fd, self.path)
                     if size is not None:
                         return Outcome(Status.SKIPPED, self.path, resp.status, size, None)
-            await self._open_part(keep=resp.status == 206)
-            return await self._stream(resp)
+            return await self._receive(resp)
         finally:
             resp.release()
+
+    async def _receive(self, resp: aiohttp.ClientResponse) -> Outcome:
+        total = resp.content_length
+        if (resp.status == 200 and total is not None and total <= SMALL_BODY
+                and self.ctx.throttle is None):
+            return await self._receive_small(resp, total)
+        await self._open_part(keep=resp.status == 206)
+        return await self._stream(resp)
+
+    async def _receive_small(self, resp: aiohttp.ClientResponse, total: int) -> Outcome:
+        """A small body is read whole, then written, checked and renamed in one thread hop:
+        a 16 KiB file costs one hop instead of one per call (measured in `make bench`)."""
+        assert self.path is not None
+        limit = self.ctx.config.max_size
+        if limit is not None and total > limit:
+            raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
+                                 http_status=resp.status)
+        self._begin_version(resp, total)
+        checks = self._checks(resp)
+        self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, 0))
+        data = await resp.read()
+        if len(data) != total:
+            raise TransferError(f"body ended early: {len(data)} of {total} bytes",
+                                http_status=resp.status)
+        self.ctx.sink(TransferAdvanced(self.key, total))
+        if self.part is None:
+            self.part = PartFile(self.ctx.root_fd, self.path)
+        assert self._validators is not None
+        failed = await self.part.install(
+            data, mtime=_timestamp(self._validators.last_modified),
+            expected=[(check.algorithm, check.digest) for check in checks])
+        if failed is not None:
+            raise VerificationError(checks[failed].failure(self.part), http_status=resp.status)
+        self._forget()
+        return Outcome(Status.OK, self.path, resp.status, total, self.part.sha256(),
+                       self._validators)
 
     def _resume_offset(self) -> int:
         """Size of a `.part` this item may resume: ours (per the state), and resume allowed
         (--no-resume still resumes within the run)."""
         if self.path is None or not (self.ctx.config.resume or self.attempts > 1):
             return 0
+        if self.attempts == 1 and self.planned.action is not Action.RESUME:
+            return 0  # the planner just looked: no .part (and only we write in DIR)
         size = part_size(self.ctx.root_fd, self.path)
         if not size:
             return 0
@@ -267,10 +325,13 @@ class Download:
         url = URL(self.url)
         origin = url.origin()
         for _ in range(config.max_redirects + 1):
-            sent = headers if url.origin() == origin else {
+            same_origin = url.origin() == origin
+            sent = headers if same_origin else {
                 k: v for k, v in headers.items() if k.lower() not in _SENSITIVE}
+            routes = self.ctx.routes
+            login = routes.login(url) if "authorization" not in map(str.lower, sent) else None
             resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
-                                              proxy=config.proxy)
+                                              proxy=routes.proxy(url), auth=login)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or location is None:
                 return resp
@@ -329,8 +390,9 @@ class Download:
         if limit is not None and total is not None and total > limit:
             raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
                                  http_status=resp.status)
-        for algorithm in self._digests(resp):
-            part.want(algorithm)
+        self._expected = self._checks(resp)
+        for check in self._expected:
+            part.want(check.algorithm)
         await part.adopt_prefix()
         self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, part.size))
         throttle = self.ctx.throttle
@@ -348,18 +410,23 @@ class Download:
                                 http_status=resp.status)
         return await self._finish(resp)
 
-    def _digests(self, resp: aiohttp.ClientResponse) -> dict[str, bytes]:
-        """Digests the server vouches for (RFC 9530), by hashlib name, for the whole file.
-
-        Repr-Digest covers the whole representation, also in a 206; Content-Digest only
-        this message's content, which is the whole file in a 200 alone.
-        """
+    def _checks(self, resp: aiohttp.ClientResponse) -> list[_Check]:
+        """What the file must hash to: the input's (or --checksums') sha256, and the
+        digests the server vouches for (RFC 9530). Repr-Digest covers the whole
+        representation, also in a 206; Content-Digest only this message's content, which
+        is the whole file in a 200 alone."""
+        checks = []
+        assert self.path is not None
+        wanted = expected_sha256(self.ctx.config, self.planned, self.path)
+        if wanted is not None:
+            checks.append(_Check("sha256", bytes.fromhex(wanted), "sha256"))
         found = parse_digest_fields(resp.headers.get("Repr-Digest"))
         if resp.status == 200:
             for name, value in parse_digest_fields(resp.headers.get("Content-Digest")).items():
                 found.setdefault(name, value)
-        self._expected_digests = found
-        return found
+        checks.extend(_Check(name, value, f"{DIGEST_NAMES[name]} from the server's digest "
+                             "header") for name, value in found.items())
+        return checks
 
     def _begin_version(self, resp: aiohttp.ClientResponse, total: int | None) -> None:
         """A full body starts: remember its validators for a resume, in the state too
@@ -377,18 +444,11 @@ class Download:
     async def _finish(self, resp: aiohttp.ClientResponse) -> Outcome:
         assert self.part is not None and self.path is not None
         part = self.part
+        await part.settle()
+        for check in self._expected:
+            if part.digest(check.algorithm) != check.digest:
+                raise VerificationError(check.failure(part), http_status=resp.status)
         digest = part.sha256()
-        expected = expected_sha256(self.ctx.config, self.planned, self.path)
-        if expected is not None and digest != expected:
-            raise VerificationError(
-                f"sha256 mismatch: expected {expected[:16]}..., got {digest[:16]}...",
-                http_status=resp.status,
-            )
-        for algorithm, value in self._expected_digests.items():
-            if part.digest(algorithm) != value:
-                raise VerificationError(
-                    f"{DIGEST_NAMES[algorithm]} from the server's digest header does not "
-                    "match the body", http_status=resp.status)
         validators = self._validators or self._stored_validators()
         await part.commit(mtime=_timestamp(validators.last_modified if validators else None))
         self._forget()

@@ -19,7 +19,7 @@ from aiofetch.naming import (
     split_ext,
     url_name,
 )
-from aiofetch.registry import SqliteClaimStore
+from aiofetch.registry import RunClaimStore, SqliteClaimStore
 
 RESERVED = {".aiofetch.db", ".aiofetch.lock"}
 
@@ -340,13 +340,14 @@ def test_numbered_long_names_stay_within_limit(name: str) -> None:
         result.encode("utf-8")
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "spilling"])
 def claims(request: pytest.FixtureRequest) -> Iterator[Claims]:
-    """Claims over each store: the logic must not depend on where claims live."""
+    """Claims over each store: the logic must not depend on where claims live (the
+    spilling store moves to SQLite after its second claim, mid-test)."""
     if request.param == "memory":
         yield Claims()
         return
-    store = SqliteClaimStore()
+    store = SqliteClaimStore() if request.param == "sqlite" else RunClaimStore(spill_after=2)
     yield Claims(store)
     store.close()
 
