@@ -310,7 +310,7 @@ async def download(
             resources.callback(state.close)
         store = RunClaimStore()
         resources.callback(store.close)
-        claims = Claims(store, state.owner_of if state is not None else None)
+        claims = Claims(store)
         throttle = Throttle(config.rate_limit) if config.rate_limit else None
         async with make_session(config) as session:
             context = Context(config, session, root_fd, claims, sink, state, throttle,

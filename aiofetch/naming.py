@@ -204,6 +204,10 @@ class Claims:
         store.add(candidate, url, line, ["/".join(parts[:level]) for level in range(1, len(parts))])
         return candidate, None
 
+    def reserve_with(self, reserved: Callable[[str], str | None]) -> None:
+        """Consult `reserved` (path -> URL an earlier run saved there) before naming."""
+        self._reserved = reserved
+
     def _free(self, path: str, url: str) -> bool:
         if self._reserved is None:
             return True

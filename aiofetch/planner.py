@@ -14,7 +14,7 @@ from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
 from .registry import RunClaimStore
 from .state import State
-from .storage import complete_stat, part_size
+from .storage import Listing, complete_stat, part_size
 
 
 def bad_line_result(bad: BadLine) -> Result:
@@ -43,7 +43,10 @@ class Planner:
         self._config = config
         self._root_fd = root_fd
         self._state = state
+        self._listing = Listing(root_fd) if root_fd is not None else None
         self.claims = claims if claims is not None else Claims()
+        if state is not None:
+            self.claims.reserve_with(self.reserved)
 
     def plan(self, item: Job | BadLine) -> Planned | Result | None:
         if isinstance(item, BadLine):
@@ -65,6 +68,13 @@ class Planner:
             return self._duplicate(item, path, first)
         return self._decide(item, path)
 
+    def reserved(self, path: str) -> str | None:
+        """The URL an earlier run saved at `path`, when a file is still there."""
+        if self._state is None or (self._listing is not None
+                                   and not self._listing.may_exist(path)):
+            return None
+        return self._state.owner_of(path)
+
     def _ours(self, item: Job) -> bool:
         return self._config.shard is None or in_shard(item.url, self._config.shard)
 
@@ -72,10 +82,10 @@ class Planner:
         config = self._config
         if self._root_fd is None:
             return Planned(item, path, Action.FETCH)
-        existing = complete_stat(self._root_fd, path)
+        existing = complete_stat(self._root_fd, path, self._listing)
         if existing is not None and config.if_exists == "skip":
             return self._known(item, path, Action.SKIP, existing)
-        if config.resume and part_size(self._root_fd, path) is not None:
+        if config.resume and part_size(self._root_fd, path, self._listing) is not None:
             return Planned(item, path, Action.RESUME)
         if existing is not None and config.if_exists == "update":
             return self._known(item, path, Action.UPDATE, existing)
@@ -88,7 +98,7 @@ class Planner:
         record = self._state.lookup(item.url)
         if record is None or record.path is None:
             return None
-        existing = complete_stat(self._root_fd, record.path)
+        existing = complete_stat(self._root_fd, record.path, self._listing)
         if existing is None:
             return None
         action = Action.SKIP if self._config.if_exists == "skip" else Action.UPDATE
@@ -135,5 +145,4 @@ def offline_planner(config: Config) -> Iterator[Planner]:
                 stack.callback(state.close)
         store = RunClaimStore()
         stack.callback(store.close)
-        reserved = state.owner_of if state is not None else None
-        yield Planner(config, root_fd, Claims(store, reserved), state)
+        yield Planner(config, root_fd, Claims(store), state)
