@@ -23,7 +23,6 @@ from collections.abc import (
 from typing import Any, TypeVar
 
 import aiohttp
-from yarl import URL
 
 from .config import Config
 from .errors import AiofetchError, CannotWriteError, ItemError, LocalError, UsageError
@@ -119,11 +118,6 @@ async def _aiter_plain(items: Iterable[Item]) -> AsyncIterator[Item]:
 # Failing writes with these errors, several items in a row, mean DIR takes nothing.
 _CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
 _CANNOT_WRITE_STREAK = 3
-
-
-def _host(url: str) -> str:
-    parsed = URL(url)
-    return f"{parsed.host}:{parsed.port}"
 
 
 class _Run:
@@ -236,7 +230,7 @@ class _Run:
 
         try:
             outcome = await with_retries(download.attempt, self.config.retry,
-                                         host=_host(job.url), gate=self.gate,
+                                         host=download.host, gate=self.gate,
                                          on_retry=on_retry)
         except ItemError as exc:
             await download.settle_part(keep=exc.transient)

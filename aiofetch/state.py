@@ -12,6 +12,8 @@ after SIGKILL depends on them. Only the run holding DIR's lock writes it.
 from __future__ import annotations
 
 import errno
+import itertools
+import operator
 import os
 import sqlite3
 import time
@@ -202,8 +204,9 @@ class State:
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                for sql, row in pending:
-                    self._db.execute(sql, row)
+                # In order, a run of rows of one kind at a time (a URL may occur twice).
+                for sql, rows in itertools.groupby(pending, key=operator.itemgetter(0)):
+                    self._db.executemany(sql, [row for _, row in rows])
         except sqlite3.Error as exc:
             raise StateError(f"cannot write state file {str(self.path)!r}: {exc}",
                              errno=_errno_of(exc)) from exc

@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import email.utils
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -96,6 +97,8 @@ def parse_digest_fields(value: str | None) -> dict[str, bytes]:
     """`sha-256=:BASE64:, sha-512=:BASE64:` (an RFC 8941 dictionary of byte sequences)
     -> {hashlib name: digest} for the algorithms we know; anything unparsable is ignored."""
     found: dict[str, bytes] = {}
+    if not value:
+        return found
     for member in (value or "").split(","):
         match = _DIGEST_MEMBER.fullmatch(member)
         if match is None:
@@ -110,6 +113,7 @@ def parse_digest_fields(value: str | None) -> dict[str, bytes]:
     return found
 
 
+@functools.lru_cache(maxsize=64)  # files of one server often share their dates
 def _timestamp(http_date: str | None) -> float | None:
     if not http_date:
         return None
@@ -164,6 +168,10 @@ class Download:
         self.ctx = ctx
         self.planned = planned
         self.key = key
+        try:
+            self.parsed_url: URL | None = URL(planned.job.url)
+        except ValueError:  # aiohttp could not send it: the first attempt says so
+            self.parsed_url = None
         self.path = planned.path
         self.part: PartFile | None = None
         self.attempts = 0
@@ -177,6 +185,13 @@ class Download:
     @property
     def url(self) -> str:
         return self.planned.job.url
+
+    @property
+    def host(self) -> str:
+        """HOST:PORT, the unit of Retry-After pauses."""
+        if self.parsed_url is None:
+            return self.url
+        return f"{self.parsed_url.host}:{self.parsed_url.port}"
 
     async def attempt(self) -> Outcome:
         """One request for the body; raise ItemError (with `.path`) on failure."""
@@ -322,7 +337,9 @@ class Download:
     async def _get(self, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """GET, following redirects; credentials go only to the origin they belong to."""
         config = self.ctx.config
-        url = URL(self.url)
+        if self.parsed_url is None:
+            raise ItemError("invalid URL: cannot be sent as given")
+        url = self.parsed_url
         origin = url.origin()
         for _ in range(config.max_redirects + 1):
             same_origin = url.origin() == origin
