@@ -23,6 +23,11 @@ run: install
 test: install
 	$(PY) -m pytest -q
 
+# Not part of `make test`: roughly 20-30 min at full size; a trial: make bench BENCH_ARGS=--quick
+.PHONY: bench
+bench: install
+	$(PY) tests/bench.py $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check aiofetch tests
 	$(VENV)/bin/mypy --strict aiofetch

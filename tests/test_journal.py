@@ -353,7 +353,8 @@ def part_has_bytes(part: Path) -> bool:
     return part.exists() and part.stat().st_size > 0
 
 
-BIG = os.urandom(4 * 1024 * 1024)
+# Over transfer.RECORD_ABOVE: its validators are journalled before its first byte.
+BIG = os.urandom(12 * 1024 * 1024)
 
 
 async def kill(proc: asyncio.subprocess.Process) -> None:

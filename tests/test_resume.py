@@ -281,7 +281,10 @@ async def test_416_on_a_complete_part_finishes_it(raw_serve: Any, config: Config
 
     config.dest.mkdir()
     (config.dest / "f.bin.part").write_bytes(BODY)
-    result = await fetch_one(f"{await raw_serve(complete)}/f.bin", config)
+    # No state: a .part with no recorded validators is resumed only without a journal
+    # (with one, a small unrecorded .part is started over instead).
+    result = await fetch_one(f"{await raw_serve(complete)}/f.bin",
+                             replace(config, use_state=False))
     assert result.status is Status.OK and result.sha256 == sha256(BODY)
     assert (config.dest / "f.bin").read_bytes() == BODY
 
@@ -303,7 +306,8 @@ async def test_416_for_another_size_starts_over(raw_serve: Any, config: Config) 
             return
         await original(reader, writer)
 
-    result = await fetch_one(f"{await raw_serve(first_416)}/f.bin", config)
+    result = await fetch_one(f"{await raw_serve(first_416)}/f.bin",
+                             replace(config, use_state=False))
     assert result.status is Status.OK and result.attempts == 2
     assert "range" not in site.requests[1].headers
     assert (config.dest / "f.bin").read_bytes() == BODY
@@ -409,3 +413,15 @@ async def test_connect_timeout(config: Config) -> None:
     assert result.status is Status.FAILED and result.attempts == 2
     assert "timed out" in (result.error or "")
     assert result.http_status is None
+
+
+async def test_an_unrecorded_small_part_is_started_over(raw_serve: Any, config: Config) -> None:
+    """With a journal, a small .part it knows nothing of (a run killed before recording)
+    is fetched again from zero rather than resumed without If-Range."""
+    config.dest.mkdir()
+    (config.dest / "f.bin.part").write_bytes(b"stale bytes of unknown origin")
+    site = RangeSite(BODY)
+    result = await fetch_one(await site_url(raw_serve, site), config)
+    assert result.status is Status.OK
+    assert "range" not in site.requests[0].headers
+    assert (config.dest / "f.bin").read_bytes() == BODY

@@ -15,7 +15,8 @@ import pytest
 from .conftest import RangeSite
 from .test_cli import _env, aiofetch
 
-BODY = os.urandom(4 * 1024 * 1024)
+# Over transfer.RECORD_ABOVE, so even SIGKILL finds its validators journalled.
+BODY = os.urandom(12 * 1024 * 1024)
 CUT = 1024 * 1024
 
 

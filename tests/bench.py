@@ -1,0 +1,1389 @@
+"""`make bench`: aiofetch against curl, wget2 and aria2c on a loopback nginx, verified."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import concurrent.futures
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import pty
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # loopback only: the benchmark never talks to anything else
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+CHUNK = 8 * MIB  # corpus files are written in pieces of this size
+HASH_CHUNK = MIB  # and read back (verification) in pieces of this size
+FULL_SETS: dict[str, tuple[int, int]] = {
+    "small": (5_000, 16 * KIB),
+    "medium": (200, MIB),
+    "large": (2, GIB),
+}
+QUICK_SETS: dict[str, tuple[int, int]] = {
+    "small": (1_000, 16 * KIB),
+    "medium": (50, MIB),
+    "large": (2, 64 * MIB),
+}
+ALL_TOOLS = ("aiofetch", "curl", "wget2", "aria2c")
+PACKAGES = {"nginx": "nginx-light", "curl": "curl", "wget2": "wget2", "aria2c": "aria2"}
+ARIA2C_MAX_PER_SERVER = 16  # aria2c rejects --max-connection-per-server above this
+CURL_MAX_PARALLEL = 300  # curl clamps --parallel-max to this
+MEMORY_DRY_LINES = (10_000, 100_000, 1_000_000)
+MEMORY_FETCH_LINES = (10_000, 100_000)
+TINY_SIZE = 512
+STARTUP_RUNS = 10
+WARMUP_PAUSE = 2.0  # seconds, after the warm-up round's outputs are moved aside
+STATE_PREFIX = ".aiofetch."  # aiofetch's state db, its WAL files and the lock, kept in DIR
+DISK_MARGIN = 2 * GIB
+SETTLE_MIN_FILES = 500  # fewer freed inodes than this cost the next tool only milliseconds
+DELETE_MARKER = ".last-mass-delete"  # when this script last emptied its trash (epoch seconds)
+EXIT_SETUP, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+
+Expected = dict[str, tuple[int, str]]  # file name -> (size, sha256)
+
+
+class BenchError(Exception):
+    """A setup problem that stops the benchmark; the message is what the user sees."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind through every `finally`, like Ctrl-C does."""
+
+
+def note(message: str) -> None:
+    """Progress and warnings: stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def emit(message: str = "") -> None:
+    """Results: stdout."""
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parsed command line."""
+
+    workdir: Path
+    json_path: Path
+    quick: bool
+    sets: tuple[str, ...]
+    tools: tuple[str, ...]
+    concurrency: int
+    runs: int
+    memory: bool
+    progress_cost: bool
+    keep: bool
+    settle: float
+
+    @property
+    def scale(self) -> dict[str, tuple[int, int]]:
+        return QUICK_SETS if self.quick else FULL_SETS
+
+
+def comma_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse type: a comma-separated subset of `allowed`, in the order given."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+        unknown = [x for x in items if x not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(
+                f"choose from {','.join(allowed)} (got {text!r})")
+        return items
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: Sequence[str]) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="tests/bench.py",
+        description="Benchmark aiofetch against curl, wget2 and aria2c on a loopback nginx.",
+    )
+    parser.add_argument("--workdir", type=Path, metavar="DIR", default=Path("/tmp/aiofetch-bench"),
+                        help="corpus, outputs and logs (default: %(default)s)")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, metavar="FILE",
+                        help="write every number here (default: WORKDIR/bench.json)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller sets: 1,000 x 16 KiB, 50 x 1 MiB, 2 x 64 MiB")
+    parser.add_argument("--sets", type=comma_list(tuple(FULL_SETS)), default=tuple(FULL_SETS),
+                        help="comma-separated sets (default: small,medium,large)")
+    parser.add_argument("--tools", type=comma_list(ALL_TOOLS), default=ALL_TOOLS,
+                        help="comma-separated tools (default: aiofetch,curl,wget2,aria2c)")
+    parser.add_argument("--concurrency", "-c", type=positive_int, default=32, metavar="C",
+                        help="concurrent downloads for every tool (default: %(default)s)")
+    parser.add_argument("--runs", type=positive_int, default=5, metavar="N",
+                        help="counted rounds per set, after one warm-up (default: %(default)s)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                        help="aiofetch peak RSS for 10k..1M input lines (default: on, "
+                             "off with --quick)")
+    parser.add_argument("--progress-cost", action=argparse.BooleanOptionalAction, default=True,
+                        help="cost of the progress bar on a pty (default: on)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the used output directories (WORKDIR/trash)")
+    parser.add_argument("--settle", type=float, default=65.0, metavar="SECONDS",
+                        help="pause after a mass delete: each aria2c run on a set of 500+ files "
+                             "(one control file deleted per download), or the last run's "
+                             "trash if it was emptied less than this ago (default: %(default)s)")
+    args = parser.parse_args(argv)
+    workdir = args.workdir.resolve()
+    memory = (not args.quick) if args.memory is None else bool(args.memory)
+    return Config(
+        workdir=workdir,
+        json_path=(args.json_path or workdir / "bench.json").resolve(),
+        quick=args.quick,
+        sets=args.sets,
+        tools=args.tools,
+        concurrency=args.concurrency,
+        runs=args.runs,
+        memory=memory,
+        progress_cost=args.progress_cost,
+        keep=args.keep,
+        settle=max(0.0, args.settle),
+    )
+
+
+# ---------------------------------------------------------------- tools and machine
+
+
+def find_program(name: str) -> str | None:
+    """PATH first, then the sbin directories a non-root PATH may lack (nginx lives there)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
+        candidate = Path(directory) / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def find_aiofetch() -> str | None:
+    for candidate in (REPO_ROOT / ".venv" / "bin" / "aiofetch",
+                      Path(sys.executable).parent / "aiofetch"):
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("aiofetch")
+
+
+def apt_install(packages: Sequence[str]) -> bool:
+    """`apt-get update` + `apt-get install -y PACKAGES` (through `sudo -n` when not root)."""
+    if shutil.which("apt-get") is None:
+        note("install: apt-get is not available here")
+        return False
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            note("install: not root and no sudo")
+            return False
+        prefix = ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
+        note("install: " + " ".join(prefix + cmd))
+        if subprocess.run(prefix + cmd, env=env, stdout=sys.stderr).returncode != 0:
+            note(f"install: `{' '.join(cmd)}` failed")
+            return False
+    return True
+
+
+def ensure_programs(wanted: Sequence[str]) -> dict[str, str]:
+    """Path of each wanted program, installing missing ones; those still missing are left out."""
+    paths = {name: find_program(name) for name in wanted}
+    missing = [name for name, path in paths.items() if path is None]
+    if missing:
+        packages = sorted({PACKAGES[name] for name in missing})
+        note(f"missing: {', '.join(missing)}; installing them first "
+             f"(apt-get update && apt-get install -y {' '.join(packages)})")
+        apt_install(packages)
+        paths = {name: find_program(name) for name in wanted}
+        still = [name for name, path in paths.items() if path is None]
+        if still:
+            note(f"still missing: {', '.join(still)}; benchmarking the rest without them")
+    return {name: path for name, path in paths.items() if path is not None}
+
+
+def first_line(cmd: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    for line in (done.stdout + "\n" + done.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return "unknown"
+
+
+def tool_version(tool: str, path: str) -> str:
+    return first_line([path, "-v"] if tool == "nginx" else [path, "--version"])
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def filesystem_of(path: Path) -> dict[str, str]:
+    """The /proc/mounts entry holding `path` (longest mount point that prefixes it)."""
+    best: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, mount, fstype, options = line.split()[:4]
+            inside = str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best.get("mount", "")):
+                best = {"device": device, "mount": mount, "type": fstype, "options": options}
+    return best
+
+
+def git_revision() -> str:
+    """The commit under test, flagged when aiofetch/ has uncommitted changes."""
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                                "aiofetch"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no git)"
+    return (rev or "unknown") + (" (aiofetch/ has uncommitted changes)" if dirty.strip() else "")
+
+
+def machine_info(paths: dict[str, str], workdir: Path) -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text().split("\n", 1)[0] if Path(
+        "/proc/meminfo").exists() else ""
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "memory": " ".join(meminfo.split()[1:]),
+        "python": platform.python_version(),
+        "filesystem": filesystem_of(workdir),
+        "aiofetch_git": git_revision(),
+        "versions": {tool: tool_version(tool, path) for tool, path in paths.items()},
+        "paths": paths,
+    }
+
+
+def tool_env() -> dict[str, str]:
+    """The tools' environment: no proxies (loopback only), no AIOFETCH_* overrides."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.lower().endswith("_proxy") and not key.startswith("AIOFETCH_")}
+    env["NO_PROXY"] = env["no_proxy"] = HOST
+    return env
+
+
+# ---------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class CorpusSet:
+    """One set of random files served by nginx, with the digest of every file."""
+
+    name: str
+    count: int
+    size: int
+    directory: Path
+    digests: dict[str, str]
+
+    @property
+    def total_bytes(self) -> int:
+        return self.count * self.size
+
+    def expected(self) -> Expected:
+        return {name: (self.size, digest) for name, digest in self.digests.items()}
+
+    def describe(self) -> str:
+        return f"{self.count:,} files x {human_size(self.size)} ({self.total_bytes / 1e6:,.1f} MB)"
+
+
+def human_size(size: int) -> str:
+    for unit, factor in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
+
+
+def file_names(count: int) -> list[str]:
+    width = len(str(max(count - 1, 0)))
+    return [f"f{i:0{width}d}.bin" for i in range(count)]
+
+
+def write_random(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, CHUNK))
+            digest.update(chunk)
+            handle.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def hash_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_CHUNK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while n := handle.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def file_size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def load_manifest(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("sha256", {}) if isinstance(data, dict) else {}
+
+
+def build_corpus(root: Path, name: str, count: int, size: int) -> CorpusSet:
+    """Random files, generated once: files already there with the right size are reused."""
+    directory = root / f"{name}-{count}x{size}"
+    manifest = root / f"{directory.name}.manifest.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    known = load_manifest(manifest)
+    digests: dict[str, str] = {}
+    made = hashed = 0
+    started = time.perf_counter()
+    for fname in file_names(count):
+        path = directory / fname
+        if file_size(path) == size and fname in known:
+            digests[fname] = known[fname]
+        elif file_size(path) == size:
+            digests[fname], hashed = hash_file(path), hashed + 1
+        else:
+            digests[fname], made = write_random(path, size), made + 1
+    if digests != known:
+        manifest.write_text(json.dumps({"count": count, "size": size, "sha256": digests}))
+    corpus = CorpusSet(name, count, size, directory, digests)
+    reused = count - made - hashed
+    note(f"corpus {name}: {corpus.describe()} in {directory}: {made} generated, "
+         f"{hashed} re-hashed, {reused} reused ({time.perf_counter() - started:.1f} s)")
+    return corpus
+
+
+def tiny_file(root: Path) -> tuple[Path, str]:
+    """The one small file nginx serves for every /m/N (memory runs)."""
+    path = root / "tiny.bin"
+    if file_size(path) != TINY_SIZE:
+        write_random(path, TINY_SIZE)
+    return path, hash_file(path)
+
+
+@dataclass(frozen=True)
+class SetLists:
+    """Input files for one set: a URL list, and curl's config of url/output pairs."""
+
+    urls: Path
+    curl_config: Path
+
+
+def write_lists(corpus: CorpusSet, base_url: str, lists_dir: Path) -> SetLists:
+    urls = [f"{base_url}/{corpus.directory.name}/{name}" for name in corpus.digests]
+    url_file = lists_dir / f"{corpus.directory.name}.urls"
+    url_file.write_text("".join(f"{url}\n" for url in urls))
+    config = lists_dir / f"{corpus.directory.name}.curl"
+    config.write_text("".join(f'url = "{url}"\noutput = "{name}"\n'
+                              for url, name in zip(urls, corpus.digests, strict=True)))
+    return SetLists(url_file, config)
+
+
+def write_memory_list(lists_dir: Path, base_url: str, lines: int) -> Path:
+    path = lists_dir / f"memory-{lines}.urls"
+    with open(path, "w") as handle:
+        for start in range(0, lines, 10_000):
+            handle.write("".join(f"{base_url}/m/{i}\n"
+                                 for i in range(start, min(start + 10_000, lines))))
+    return path
+
+
+# ---------------------------------------------------------------- nginx
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process on;
+{user}
+pid {base}/nginx.pid;
+error_log {base}/error.log warn;
+worker_rlimit_nofile {nofile};
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    default_type application/octet-stream;
+{temp_paths}
+    server {{
+        listen {host}:{port} backlog=4096;
+        server_name bench;
+        root {root};
+        location / {{ }}
+        location /m/ {{ rewrite ^ /tiny.bin break; }}
+    }}
+}}
+"""
+TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_temp_paths(binary: str, base: Path) -> str:
+    """One `*_temp_path` inside the work dir for each temp-using module this nginx has."""
+    built = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
+    lines = []
+    for module in TEMP_MODULES:
+        if module != "client_body" and f"--without-http_{module}_module" in built:
+            continue
+        (base / "tmp" / module).mkdir(parents=True, exist_ok=True)
+        lines.append(f"    {module}_temp_path {base / 'tmp' / module};")
+    return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def nginx_ready(proc: subprocess.Popen[bytes], pid_file: Path, port: int) -> bool:
+    """Wait until our nginx wrote its pid file (it binds first) and accepts a connection."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            if int(pid_file.read_text().strip()) == proc.pid:
+                with socket.create_connection((HOST, port), timeout=1):
+                    return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """TERM the child we started (its own process group), KILL the group if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a worker the master left behind
+
+
+def start_nginx(binary: str, base: Path, root: Path,
+                concurrency: int) -> tuple[subprocess.Popen[bytes], int]:
+    base.mkdir(parents=True, exist_ok=True)
+    user = f"user {pwd.getpwuid(0).pw_name};" if os.geteuid() == 0 else ""
+    temp_paths = nginx_temp_paths(binary, base)
+    connections = max(4096, 4 * concurrency)
+    for _attempt in range(5):
+        port = free_port()
+        conf = base / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(
+            user=user, base=base, nofile=2 * connections + 64, connections=connections,
+            temp_paths=temp_paths, host=HOST, port=port, root=root))
+        with open(base / "stderr.log", "ab") as log:
+            proc = subprocess.Popen(
+                [binary, "-p", f"{base}/", "-c", str(conf), "-e", str(base / "error.log")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        if nginx_ready(proc, base / "nginx.pid", port):
+            return proc, port
+        stop_process_group(proc)
+        log_tail = tail_text(base / "error.log") + tail_text(base / "stderr.log")
+        if "in use" not in log_tail:
+            raise BenchError(f"nginx did not start:\n{log_tail}")
+    raise BenchError("nginx: no free loopback port after 5 attempts")
+
+
+@contextlib.contextmanager
+def nginx_server(binary: str, base: Path, root: Path, concurrency: int) -> Iterator[int]:
+    """nginx (`daemon off`, one worker) as our child, serving `root` on 127.0.0.1:PORT."""
+    proc, port = start_nginx(binary, base, root, concurrency)
+    note(f"nginx: pid {proc.pid} serving {root} on http://{HOST}:{port}")
+    try:
+        yield port
+    finally:
+        stop_process_group(proc)
+        note("nginx: stopped")
+
+
+def tail_text(path: Path, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - limit))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One tool process, whole: wall time around it and the kernel's rusage of it (wait4)."""
+
+    wall_s: float
+    user_s: float
+    sys_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    returncode: int
+    outer_wall_s: float  # around the helper too: adds its ~20 ms of start-up
+
+
+# Linux copies the pre-exec memory's high-water mark into a child's ru_maxrss (fork copies
+# the parent's pages; vfork/posix_spawn share them), so a tool spawned straight from this
+# process reports at least this process's own peak (measured: 58.9 MiB for `curl`, 216 MiB
+# once the parent held a 200 MB buffer). A tiny `python -I -S` helper therefore forks the
+# tool, times it and takes its rusage with os.wait4, and reports to us through a pipe; its
+# own floor is about 5 MiB (`true` measures 4.9 MiB this way).
+WAIT4_HELPER = """\
+import os, sys, time
+fd = int(sys.argv[1])
+os.set_inheritable(fd, False)
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(sys.argv[2], sys.argv[2:])
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+os.write(fd, repr((wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, status)).encode())
+"""
+
+
+@dataclass
+class Launched:
+    """A tool started under the wait4 helper."""
+
+    proc: subprocess.Popen[bytes]
+    report_fd: int
+    started: float
+
+
+def launch(cmd: Sequence[str], env: dict[str, str], *, stdin: IO[Any] | int,
+           stdout: IO[Any] | int, stderr: IO[Any] | int) -> Launched:
+    """Start the helper (own process group, so Ctrl-C reaches us and we stop it) and the tool."""
+    read_fd, write_fd = os.pipe()
+    started = time.perf_counter()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", WAIT4_HELPER, str(write_fd), *cmd],
+            stdin=stdin, stdout=stdout, stderr=stderr, env=env, pass_fds=(write_fd,),
+            start_new_session=True)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return Launched(proc, read_fd, started)
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def collect(launched: Launched) -> Measure:
+    """Wait for the helper; on any interruption kill its group (helper and tool) first."""
+    proc = launched.proc
+    try:
+        proc.wait()
+        outer = time.perf_counter() - launched.started
+        raw = read_all(launched.report_fd)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    finally:
+        os.close(launched.report_fd)
+    if proc.returncode != 0 or not raw:
+        raise BenchError(f"wait4 helper failed (exit status {proc.returncode})")
+    wall, user, system, maxrss_kib, status = ast.literal_eval(raw.decode())
+    return Measure(wall, user, system, user + system, maxrss_kib / KIB,
+                   os.waitstatus_to_exitcode(status), outer)
+
+
+def run_measured(cmd: Sequence[str], env: dict[str, str], *, stdin: IO[Any] | int,
+                 stdout: IO[Any] | int, stderr: IO[Any] | int) -> Measure:
+    return collect(launch(cmd, env, stdin=stdin, stdout=stdout, stderr=stderr))
+
+
+def set_window_size(fd: int, rows: int = 40, cols: int = 120) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def drain(fd: int, counter: list[int]) -> None:
+    """Read the pty's master side until the child side is closed everywhere (EIO)."""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            return
+        if not data:
+            return
+        counter[0] += len(data)
+
+
+def run_on_pty(cmd: Sequence[str], env: dict[str, str]) -> tuple[Measure, int]:
+    """The child with stdout and stderr on a pseudo-terminal; returns the bytes it drew."""
+    master, slave = pty.openpty()
+    set_window_size(slave)
+    counter = [0]
+    reader = threading.Thread(target=drain, args=(master, counter), daemon=True)
+    reader.start()
+    try:
+        launched = launch(cmd, dict(env, TERM=env.get("TERM") or "xterm-256color"),
+                          stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+        os.close(slave)
+        slave = -1
+        measure = collect(launched)
+        reader.join(timeout=10)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    return measure, counter[0]
+
+
+# ---------------------------------------------------------------- verifying
+
+
+def check_file(path: str, size: int, digest: str) -> str | None:
+    """None when the file has this size and sha256, else what is wrong."""
+    try:
+        actual = os.stat(path, follow_symlinks=False).st_size
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if actual != size:
+        return f"size {actual} != {size}"
+    return None if hash_file(path) == digest else "sha256 mismatch"
+
+
+def list_outputs(outdir: Path, expected: Expected,
+                 allow_extra: Callable[[str], bool]) -> tuple[dict[str, str], list[str]]:
+    present: dict[str, str] = {}
+    extra: list[str] = []
+    with os.scandir(outdir) as entries:
+        for entry in entries:
+            if entry.name in expected and entry.is_file(follow_symlinks=False):
+                present[entry.name] = entry.path
+            elif not allow_extra(entry.name):
+                extra.append(entry.name)
+    return present, extra
+
+
+def sample(names: Sequence[str], limit: int = 3) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def verify_output(outdir: Path, expected: Expected, allow_extra: Callable[[str], bool],
+                  workers: int) -> list[str]:
+    """File count, and each file's size and sha256 against the corpus."""
+    if not outdir.is_dir():
+        return ["output directory missing"]
+    present, extra = list_outputs(outdir, expected, allow_extra)
+    problems = []
+    missing = [name for name in expected if name not in present]
+    if missing:
+        problems.append(f"{len(missing)} of {len(expected)} file(s) missing ({sample(missing)})")
+    if extra:
+        problems.append(f"{len(extra)} unexpected entries ({sample(extra)})")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        verdicts = pool.map(lambda item: check_file(item[1], *expected[item[0]]),
+                            present.items())
+        bad = [f"{name}: {verdict}" for name, verdict in zip(present, verdicts, strict=True)
+               if verdict]
+    if bad:
+        problems.append(f"{len(bad)} file(s) wrong ({sample(bad)})")
+    return problems
+
+
+def drop_from_page_cache(directory: Path) -> None:
+    """Write back, then POSIX_FADV_DONTNEED every file, so kept outputs do not crowd the cache."""
+    os.sync()
+    for dirpath, _dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class RunResult:
+    """One verified (or failed) run of one tool."""
+
+    corpus: str
+    tool: str
+    round: int  # 0 = warm-up (not counted)
+    position: int  # place in the round's order
+    label: str
+    command: list[str]
+    measure: Measure
+    problems: list[str]
+    stderr_tail: str
+    tty_bytes: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class Lab:
+    """Everything the runs share: settings, program paths, directories, and the results."""
+
+    cfg: Config
+    paths: dict[str, str]
+    env: dict[str, str]
+    out_root: Path
+    trash: Path
+    logs: Path
+    stamp: str
+    workers: int
+    runs: list[RunResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    other_failures: list[str] = field(default_factory=list)  # checks outside RunResults
+
+    def say(self, message: str) -> None:
+        """A note about the tools or the method: printed now and kept for the JSON."""
+        self.notes.append(message)
+        emit(f"note: {message}")
+
+
+def fresh_dir(lab: Lab, label: str) -> Path:
+    """A new output directory that has never existed (old ones are renamed, never deleted)."""
+    path = lab.out_root / f"{lab.stamp}-{label}"
+    path.mkdir(parents=True)
+    return path
+
+
+def to_trash(lab: Lab, path: Path) -> None:
+    if path.exists():
+        lab.trash.mkdir(parents=True, exist_ok=True)
+        os.rename(path, lab.trash / path.name)
+
+
+def allow_for(tool: str) -> Callable[[str], bool]:
+    """Names a tool may leave beside the outputs: aiofetch's state db, WAL and lock."""
+    if tool == "aiofetch":
+        return lambda name: name.startswith(STATE_PREFIX)
+    return lambda name: False
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run and what it must produce."""
+
+    tool: str
+    label: str
+    command: list[str]
+    outdir: Path
+    expected: Expected
+    stdin: Path | None = None
+    on_pty: bool = False
+
+
+def execute(lab: Lab, job: Job) -> tuple[Measure, int | None, str]:
+    """sync, then the timed child; its stderr goes to a log file kept until the end."""
+    log_path = lab.logs / f"{job.label}.stderr"
+    os.sync()
+    if job.on_pty:
+        measure, tty_bytes = run_on_pty(job.command, lab.env)
+        return measure, tty_bytes, ""
+    with open(log_path, "wb") as log, contextlib.ExitStack() as stack:
+        stdin: IO[Any] | int = subprocess.DEVNULL
+        if job.stdin is not None:
+            stdin = stack.enter_context(open(job.stdin, "rb"))
+        measure = run_measured(job.command, lab.env, stdin=stdin,
+                               stdout=subprocess.DEVNULL, stderr=log)
+    return measure, None, tail_text(log_path, 1000).strip()
+
+
+def run_job(lab: Lab, job: Job, corpus: str, rnd: int, position: int) -> RunResult:
+    """Run, verify, drop the outputs from the page cache, move them aside, record."""
+    measure, tty_bytes, stderr_tail = execute(lab, job)
+    problems = verify_output(job.outdir, job.expected, allow_for(job.tool), lab.workers)
+    if measure.returncode != 0:
+        problems.insert(0, f"exit status {measure.returncode}")
+    drop_from_page_cache(job.outdir)
+    to_trash(lab, job.outdir)
+    result = RunResult(corpus, job.tool, rnd, position, job.label, job.command, measure,
+                       problems, stderr_tail, tty_bytes)
+    lab.runs.append(result)
+    report_run(result)
+    return result
+
+
+def report_run(result: RunResult) -> None:
+    m = result.measure
+    verdict = "ok" if result.ok else "FAILED VERIFICATION: " + "; ".join(result.problems)
+    note(f"  {result.label:<26} {m.wall_s:8.3f} s  "
+         f"cpu {m.cpu_s:6.2f} s  rss {m.peak_rss_mib:7.1f} MiB  {verdict}")
+    if not result.ok and result.stderr_tail:
+        note("    stderr: " + result.stderr_tail.replace("\n", "\n    stderr: "))
+
+
+def tool_command(lab: Lab, tool: str, lists: SetLists, outdir: Path) -> list[str]:
+    c = str(lab.cfg.concurrency)
+    path = lab.paths[tool]
+    if tool == "aiofetch":
+        return [path, "-i", str(lists.urls), "-d", str(outdir), "-j", c, "--per-host", c,
+                "-q", "--no-progress"]
+    if tool == "curl":  # --disable (first): ignore ~/.curlrc
+        return [path, "--disable", "--parallel", "--parallel-max", c, "--no-progress-meter",
+                "--output-dir", str(outdir), "-K", str(lists.curl_config)]
+    if tool == "wget2":
+        return [path, "--no-config", f"--max-threads={c}", "-i", str(lists.urls),
+                "-P", str(outdir), "--no-xattr", "-q"]
+    if tool == "aria2c":
+        return [path, "--no-conf=true", "-i", str(lists.urls), "-d", str(outdir), "-j", c,
+                "-x", "1", "-s", "1", "--file-allocation=none", "--auto-file-renaming=false",
+                "--allow-overwrite=true", "-q", "--console-log-level=error",
+                "--summary-interval=0"]
+    raise ValueError(tool)
+
+
+def round_order(tools: Sequence[str], rnd: int) -> list[str]:
+    """Round r starts with tool r-1 (mod n): every tool takes every place in turn."""
+    shift = max(rnd - 1, 0) % len(tools)
+    return list(tools[shift:]) + list(tools[:shift])
+
+
+def settle_after(lab: Lab, tool: str, files: int) -> None:
+    """aria2c deletes a control file per download: wait until ext4 stops skipping those
+    freed inodes (60 s after their deletion once written back), or the next tool pays."""
+    if tool == "aria2c" and files >= SETTLE_MIN_FILES and lab.cfg.settle > 0:
+        os.sync()
+        time.sleep(lab.cfg.settle)
+
+
+def settle_after_last_delete(cfg: Config) -> None:
+    """If an earlier run emptied its trash less than --settle seconds ago, wait out the rest."""
+    try:
+        ago = time.time() - float((cfg.workdir / DELETE_MARKER).read_text())
+    except (OSError, ValueError):
+        return
+    if 0 <= ago < cfg.settle:
+        note(f"the last run deleted its outputs {ago:.0f} s ago: waiting {cfg.settle - ago:.0f} s "
+             f"so new files do not pay for those freed inodes")
+        os.sync()
+        time.sleep(cfg.settle - ago)
+
+
+def run_round(lab: Lab, corpus: CorpusSet, lists: SetLists, tools: Sequence[str],
+              rnd: int) -> None:
+    tag = "w" if rnd == 0 else f"r{rnd:02d}"
+    for position, tool in enumerate(round_order(tools, rnd)):
+        label = f"{corpus.name}-{tag}-{tool}"
+        outdir = fresh_dir(lab, label)
+        job = Job(tool, label, tool_command(lab, tool, lists, outdir), outdir, corpus.expected())
+        run_job(lab, job, corpus.name, rnd, position)
+        settle_after(lab, tool, corpus.count)
+
+
+def campaign(lab: Lab, corpus: CorpusSet, lists: SetLists, tools: Sequence[str]) -> None:
+    """One warm-up round, then the counted rounds, tools alternating in a rotating order."""
+    note(f"set {corpus.name}: {corpus.describe()}; warm-up + {lab.cfg.runs} rounds")
+    run_round(lab, corpus, lists, tools, 0)
+    os.sync()
+    time.sleep(WARMUP_PAUSE)
+    for rnd in range(1, lab.cfg.runs + 1):
+        run_round(lab, corpus, lists, tools, rnd)
+
+
+# ---------------------------------------------------------------- summaries
+
+
+@dataclass(frozen=True)
+class ToolSummary:
+    """Medians over one tool's verified counted runs of one set."""
+
+    tool: str
+    runs_ok: int
+    runs_failed: int
+    wall_s: float | None
+    files_per_s: float | None
+    mb_per_s: float | None
+    cpu_s: float | None
+    peak_rss_mib: float | None
+    aiofetch_ratio: float | None  # median over rounds of peer wall / aiofetch wall
+    ratio_rounds: int
+
+
+def median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def per_round_ratios(runs: Sequence[RunResult], peer: str) -> list[float]:
+    """peer wall / aiofetch wall within each round both passed (>1: aiofetch faster)."""
+    walls: dict[tuple[str, int], float] = {
+        (r.tool, r.round): r.measure.wall_s for r in runs if r.ok and r.round > 0}
+    rounds = sorted({rnd for _tool, rnd in walls})
+    return [walls[(peer, rnd)] / walls[("aiofetch", rnd)] for rnd in rounds
+            if (peer, rnd) in walls and ("aiofetch", rnd) in walls]
+
+
+def summarize(corpus: CorpusSet, runs: Sequence[RunResult], tools: Sequence[str],
+              ) -> list[ToolSummary]:
+    counted = [r for r in runs if r.corpus == corpus.name and r.round > 0]
+    rows = []
+    for tool in tools:
+        mine = [r for r in counted if r.tool == tool]
+        good = [r for r in mine if r.ok]
+        wall = median_or_none([r.measure.wall_s for r in good])
+        ratios = per_round_ratios(counted, tool) if tool != "aiofetch" else []
+        rows.append(ToolSummary(
+            tool=tool, runs_ok=len(good), runs_failed=len(mine) - len(good), wall_s=wall,
+            files_per_s=corpus.count / wall if wall else None,
+            mb_per_s=corpus.total_bytes / wall / 1e6 if wall else None,
+            cpu_s=median_or_none([r.measure.cpu_s for r in good]),
+            peak_rss_mib=median_or_none([r.measure.peak_rss_mib for r in good]),
+            aiofetch_ratio=median_or_none(ratios), ratio_rounds=len(ratios)))
+    return rows
+
+
+def cell(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def print_table(corpus: CorpusSet, rows: Sequence[ToolSummary], cfg: Config) -> None:
+    emit()
+    emit(f"== {corpus.name}: {corpus.describe()}, concurrency {cfg.concurrency}, "
+         f"{cfg.runs} counted rounds + 1 warm-up ==")
+    emit(f"{'tool':<10}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
+         f"{'RSS MiB':>9}{'aiofetch vs it':>16}")
+    for row in rows:
+        ratio = "" if row.tool == "aiofetch" else cell(row.aiofetch_ratio, ".2f", "x")
+        emit(f"{row.tool:<10}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
+             f"{cell(row.wall_s, '.3f'):>10}{cell(row.files_per_s, ',.0f'):>10}"
+             f"{cell(row.mb_per_s, ',.1f'):>9}{cell(row.cpu_s, '.2f'):>8}"
+             f"{cell(row.peak_rss_mib, '.1f'):>9}{ratio:>16}")
+    emit("(medians of verified counted runs; wall = whole process; CPU = user+sys and RSS = "
+         "peak, from wait4; 'aiofetch vs it' = median per-round tool wall / aiofetch wall, "
+         ">1 = aiofetch faster)")
+
+
+# ---------------------------------------------------------------- extras
+
+
+def progress_cost(lab: Lab, corpus: CorpusSet, lists: SetLists) -> dict[str, Any]:
+    """aiofetch on a pty with `--progress bar` vs `--progress none`, alternating."""
+    note(f"progress-bar cost: aiofetch on {corpus.name} under a pty, bar vs none, "
+         f"warm-up + {lab.cfg.runs} rounds")
+    c = str(lab.cfg.concurrency)
+    results: dict[tuple[str, int], RunResult] = {}
+    for rnd in range(lab.cfg.runs + 1):
+        variants = ("bar", "none") if rnd % 2 == 0 else ("none", "bar")
+        for position, variant in enumerate(variants):
+            label = f"progress-{'w' if rnd == 0 else f'r{rnd:02d}'}-{variant}"
+            outdir = fresh_dir(lab, label)
+            command = [lab.paths["aiofetch"], "-i", str(lists.urls), "-d", str(outdir),
+                       "-j", c, "--per-host", c, "--progress", variant]
+            job = Job("aiofetch", label, command, outdir, corpus.expected(), on_pty=True)
+            result = run_job(lab, job, f"progress-{variant}", rnd, position)
+            results[(variant, rnd)] = result
+    return progress_summary(results, lab.cfg.runs, corpus)
+
+
+def progress_summary(results: dict[tuple[str, int], RunResult], runs: int,
+                     corpus: CorpusSet) -> dict[str, Any]:
+    diffs = []
+    for rnd in range(1, runs + 1):
+        bar, none = results[("bar", rnd)], results[("none", rnd)]
+        if bar.ok and none.ok:
+            diffs.append((none.measure.wall_s / bar.measure.wall_s - 1) * 100)
+    summary: dict[str, Any] = {"set": corpus.name, "rounds": runs,
+                               "throughput_diff_pct_per_round": diffs,
+                               "median_throughput_diff_pct": median_or_none(diffs)}
+    for variant in ("bar", "none"):
+        good = [r for (v, rnd), r in results.items() if v == variant and rnd > 0 and r.ok]
+        summary[variant] = {
+            "median_wall_s": median_or_none([r.measure.wall_s for r in good]),
+            "median_cpu_s": median_or_none([r.measure.cpu_s for r in good]),
+            "median_tty_bytes": median_or_none([float(r.tty_bytes or 0) for r in good]),
+        }
+    return summary
+
+
+def print_progress_cost(summary: dict[str, Any]) -> None:
+    bar, none = summary["bar"], summary["none"]
+    emit()
+    emit(f"== progress-bar cost: aiofetch on {summary['set']}, stdout+stderr on a pty, "
+         f"{summary['rounds']} rounds each ==")
+    for name, row in (("--progress bar", bar), ("--progress none", none)):
+        emit(f"{name:<18} wall {cell(row['median_wall_s'], '.3f')} s  "
+             f"cpu {cell(row['median_cpu_s'], '.2f')} s  "
+             f"terminal output {cell(row['median_tty_bytes'], ',.0f')} bytes")
+    emit(f"throughput with the bar vs without (median of per-round differences): "
+         f"{cell(summary['median_throughput_diff_pct'], '+.1f', '%')}  (negative = bar costs)")
+
+
+def medians(kept: Sequence[Measure]) -> dict[str, Any]:
+    return {"median_wall_s": statistics.median(m.wall_s for m in kept),
+            "median_cpu_s": statistics.median(m.cpu_s for m in kept),
+            "median_peak_rss_mib": statistics.median(m.peak_rss_mib for m in kept),
+            "exit_statuses": sorted({m.returncode for m in kept}),
+            "runs": [asdict(m) for m in kept]}
+
+
+def startup(lab: Lab) -> dict[str, Any]:
+    """Median wall of `aiofetch --version` and `--help`, 10 runs each (plus one warm-up)."""
+    samples: dict[str, list[Measure]] = {"--version": [], "--help": []}
+    for i in range(STARTUP_RUNS + 1):
+        for flag, kept in samples.items():
+            measure = run_measured([lab.paths["aiofetch"], flag], lab.env,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            if i > 0:
+                kept.append(measure)
+    summary = {flag: medians(kept) for flag, kept in samples.items()}
+    emit()
+    emit(f"== start-up: aiofetch, median of {STARTUP_RUNS} runs ==")
+    for flag, row in summary.items():
+        emit(f"aiofetch {flag:<10} wall {row['median_wall_s'] * 1000:7.1f} ms  "
+             f"cpu {row['median_cpu_s'] * 1000:7.1f} ms  rss {row['median_peak_rss_mib']:.1f} MiB")
+    return summary
+
+
+def memory_dry_run(lab: Lab, lists_dir: Path, base_url: str, lines: int) -> dict[str, Any]:
+    source = write_memory_list(lists_dir, base_url, lines)
+    target = lab.out_root / f"{lab.stamp}-memory-dry-{lines}"
+    command = [lab.paths["aiofetch"], "-i", "-", "-d", str(target), "--dry-run",
+               "--no-progress"]
+    log_path = lab.logs / f"memory-dry-{lines}.stderr"
+    os.sync()
+    with open(source, "rb") as stdin, open(log_path, "wb") as log:
+        measure = run_measured(command, lab.env, stdin=stdin, stdout=subprocess.DEVNULL,
+                               stderr=log)
+    problems = [f"exit status {measure.returncode}"] if measure.returncode else []
+    if target.exists():
+        problems.append(f"--dry-run created {target}")
+        to_trash(lab, target)
+    if problems:
+        lab.other_failures.append(f"memory-dry-{lines}: {'; '.join(problems)}")
+    row = {"mode": "dry-run", "lines": lines, "measure": asdict(measure), "problems": problems,
+           "stderr_tail": tail_text(log_path, 1000).strip()}
+    report_memory(row)
+    return row
+
+
+def memory_fetch(lab: Lab, lists_dir: Path, base_url: str, lines: int,
+                 tiny_digest: str) -> dict[str, Any]:
+    source = write_memory_list(lists_dir, base_url, lines)
+    label = f"memory-fetch-{lines}"
+    outdir = fresh_dir(lab, label)
+    c = str(lab.cfg.concurrency)
+    command = [lab.paths["aiofetch"], "-i", "-", "-d", str(outdir), "-j", c, "--per-host", c,
+               "-q", "--no-progress"]
+    expected = {str(i): (TINY_SIZE, tiny_digest) for i in range(lines)}
+    result = run_job(lab, Job("aiofetch", label, command, outdir, expected, stdin=source),
+                     "memory", 1, 0)
+    row = {"mode": "fetch", "lines": lines, "measure": asdict(result.measure),
+           "problems": result.problems, "stderr_tail": result.stderr_tail}
+    report_memory(row)
+    return row
+
+
+def report_memory(row: dict[str, Any]) -> None:
+    m = row["measure"]
+    verdict = "ok" if not row["problems"] else "FAILED: " + "; ".join(row["problems"])
+    emit(f"{row['mode']:<8}{row['lines']:>11,}{m['wall_s']:>10.2f}{m['cpu_s']:>9.2f}"
+         f"{m['peak_rss_mib']:>10.1f}  {verdict}")
+
+
+def memory(lab: Lab, lists_dir: Path, base_url: str, tiny_digest: str) -> list[dict[str, Any]]:
+    emit()
+    emit("== memory: aiofetch peak RSS by input size (URLs on stdin) ==")
+    emit("(dry-run rows: --dry-run, planning only, because fetching 1,000,000 files would take "
+         "too long here; fetch rows: real downloads of a tiny file nginx serves for every /m/N)")
+    emit(f"{'mode':<8}{'lines':>11}{'wall s':>10}{'CPU s':>9}{'RSS MiB':>10}")
+    rows = [memory_dry_run(lab, lists_dir, base_url, n) for n in MEMORY_DRY_LINES]
+    rows += [memory_fetch(lab, lists_dir, base_url, n, tiny_digest) for n in MEMORY_FETCH_LINES]
+    return rows
+
+
+# ---------------------------------------------------------------- space, trash, report
+
+
+def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
+    """Bytes and inodes the campaign leaves behind until the end (nothing is deleted before)."""
+    block = 4096
+    byte_total = inode_total = 0
+    rounds = cfg.runs + 1
+    for name in cfg.sets:
+        count, size = cfg.scale[name]
+        on_disk = count * -(-size // block) * block
+        byte_total += on_disk * (rounds * len(tools) + 1)
+        inode_total += count * (rounds * len(tools) + 1)
+    if cfg.progress_cost and "aiofetch" in tools:
+        count, size = cfg.scale["medium"]
+        byte_total += count * size * (2 * rounds + 1)
+        inode_total += count * (2 * rounds + 1)
+    if cfg.memory and "aiofetch" in tools:
+        byte_total += sum(MEMORY_FETCH_LINES) * block + 40 * MIB * 3
+        inode_total += sum(MEMORY_FETCH_LINES)
+    return byte_total, inode_total
+
+
+def check_space(cfg: Config, tools: Sequence[str]) -> None:
+    need_bytes, need_inodes = space_needed(cfg, tools)
+    vfs = os.statvfs(cfg.workdir)
+    free_bytes = vfs.f_bavail * vfs.f_frsize
+    if need_bytes + DISK_MARGIN > free_bytes:
+        raise BenchError(
+            f"{cfg.workdir}: about {(need_bytes + DISK_MARGIN) / 1e9:.1f} GB needed (outputs are "
+            f"kept until the end), {free_bytes / 1e9:.1f} GB free; use --quick, fewer --sets, "
+            f"--runs or --tools, or another --workdir")
+    if vfs.f_files and need_inodes > vfs.f_favail:
+        raise BenchError(f"{cfg.workdir}: about {need_inodes:,} inodes needed, "
+                         f"{vfs.f_favail:,} free")
+
+
+def empty_trash(trash: Path) -> None:
+    if not trash.exists():
+        return
+    dirs = files = 0
+    for _dirpath, dirnames, filenames in os.walk(trash):
+        dirs += len(dirnames)
+        files += len(filenames)
+    note(f"deleting {trash} once, at the very end: {dirs:,} directories, {files:,} files")
+    shutil.rmtree(trash)
+    os.sync()
+    (trash.parent / DELETE_MARKER).write_text(f"{time.time()}\n")
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    note(f"results written to {path}")
+
+
+def run_record(result: RunResult) -> dict[str, Any]:
+    record = asdict(result)
+    record["ok"] = result.ok
+    return record
+
+
+# ---------------------------------------------------------------- main
+
+
+def tool_notes(lab: Lab, tools: Sequence[str]) -> None:
+    c = lab.cfg.concurrency
+    if "wget2" in tools:
+        lab.say("wget2 runs with --no-xattr (by default it writes extended attributes, "
+                "which costs it about 2.6x on small files)")
+    if "aria2c" in tools:
+        if c > ARIA2C_MAX_PER_SERVER:
+            lab.say(f"aria2c caps --max-connection-per-server (-x) at {ARIA2C_MAX_PER_SERVER}, "
+                    f"but -x counts connections per download: with -x 1 -s 1 each download "
+                    f"has one connection and -j {c} runs {c} downloads at once")
+        if lab.cfg.settle > 0:
+            lab.say(f"aria2c creates and deletes a control file per download; after each "
+                    f"aria2c run on a set of {SETTLE_MIN_FILES}+ files the benchmark syncs and "
+                    f"pauses {lab.cfg.settle:.0f} s (--settle), else ext4 without a journal "
+                    f"makes the next tool's file creations skip those freed inodes one by one")
+        else:
+            lab.say("aria2c creates and deletes a control file per download, which slows "
+                    "the tool that runs right after it (--settle 0: no pause in this run)")
+    if "curl" in tools and c > CURL_MAX_PARALLEL:
+        lab.say(f"curl caps --parallel-max at {CURL_MAX_PARALLEL}")
+    if lab.cfg.runs < 5:
+        lab.say(f"only {lab.cfg.runs} counted rounds: fine for a trial, use 5 or more to quote")
+
+
+def header(lab: Lab, machine: dict[str, Any], tools: Sequence[str]) -> None:
+    missing = [tool for tool in lab.cfg.tools if tool not in tools]
+    emit(f"aiofetch benchmark {lab.stamp}: {machine['nproc']} CPUs ({machine['cpu_model']}), "
+         f"kernel {machine['kernel']}, {machine['memory']} RAM")
+    fs = machine["filesystem"]
+    emit(f"work dir {lab.cfg.workdir} on {fs.get('type', '?')} {fs.get('device', '?')}; "
+         f"aiofetch {machine['aiofetch_git']}")
+    for tool in (*tools, "nginx"):
+        version = machine["versions"].get(tool, "?")
+        emit(f"  {tool:<9}{version if len(version) <= 70 else version[:67] + '...'}")
+    if missing:
+        lab.say(f"not benchmarked, missing: {', '.join(missing)}")
+    tool_notes(lab, tools)
+
+
+def prepare_corpora(cfg: Config, corpus_root: Path, tools: Sequence[str],
+                    ) -> dict[str, CorpusSet]:
+    names = list(cfg.sets)
+    if cfg.progress_cost and "aiofetch" in tools and "medium" not in names:
+        names.append("medium")
+    return {name: build_corpus(corpus_root, name, *cfg.scale[name]) for name in names}
+
+
+def set_record(corpus: CorpusSet, rows: Sequence[ToolSummary], runs: Sequence[RunResult],
+               tools: Sequence[str]) -> dict[str, Any]:
+    counted = [r for r in runs if r.corpus == corpus.name and r.round > 0]
+    return {"count": corpus.count, "size": corpus.size, "bytes": corpus.total_bytes,
+            "summary": [asdict(r) for r in rows],
+            "per_round_ratios": {peer: per_round_ratios(counted, peer)
+                                 for peer in tools if peer != "aiofetch" and "aiofetch" in tools}}
+
+
+def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -> None:
+    cfg, tools = lab.cfg, [t for t in lab.cfg.tools if t in lab.paths]
+    corpora = prepare_corpora(cfg, corpus_root, tools)
+    tiny_digest = tiny_file(corpus_root)[1]
+    report["sets"] = {}
+    with nginx_server(nginx, cfg.workdir / "nginx", corpus_root, cfg.concurrency) as port:
+        base_url = f"http://{HOST}:{port}"
+        lists_dir = cfg.workdir / "lists"
+        lists_dir.mkdir(exist_ok=True)
+        lists = {name: write_lists(c, base_url, lists_dir) for name, c in corpora.items()}
+        settle_after_last_delete(cfg)
+        for name in cfg.sets:
+            campaign(lab, corpora[name], lists[name], tools)
+            rows = summarize(corpora[name], lab.runs, tools)
+            print_table(corpora[name], rows, cfg)
+            report["sets"][name] = set_record(corpora[name], rows, lab.runs, tools)
+        if "aiofetch" not in tools:
+            return
+        if cfg.progress_cost:
+            report["progress_cost"] = progress_cost(lab, corpora["medium"], lists["medium"])
+            print_progress_cost(report["progress_cost"])
+        report["startup"] = startup(lab)
+        if cfg.memory:
+            report["memory"] = memory(lab, lists_dir, base_url, tiny_digest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _terminated)
+    cfg.workdir.mkdir(parents=True, exist_ok=True)
+    wanted = ["nginx"] + [t for t in cfg.tools if t != "aiofetch"]
+    paths = ensure_programs(wanted)
+    aiofetch = find_aiofetch() if "aiofetch" in cfg.tools else None
+    if aiofetch:
+        paths["aiofetch"] = aiofetch
+    elif "aiofetch" in cfg.tools:
+        note("aiofetch: not found (run `make install`); benchmarking the rest")
+    nginx = paths.pop("nginx", None)
+    tools = [t for t in cfg.tools if t in paths]
+    if nginx is None or not tools:
+        note("error: " + ("nginx is missing" if nginx is None else "no tool left to benchmark"))
+        return EXIT_SETUP
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    lab = Lab(cfg, paths, tool_env(), cfg.workdir / "out", cfg.workdir / "trash",
+              cfg.workdir / "trash" / f"{stamp}-logs", stamp, len(os.sched_getaffinity(0)))
+    lab.logs.mkdir(parents=True)
+    machine = machine_info({**paths, "nginx": nginx}, cfg.workdir)
+    report: dict[str, Any] = {"started": dt.datetime.now().isoformat(timespec="seconds"),
+                              "argv": sys.argv, "config": asdict(cfg), "machine": machine,
+                              "complete": False}
+    header(lab, machine, tools)
+    status = 0
+    try:
+        check_space(cfg, tools)
+        benchmark(lab, report, nginx, cfg.workdir / "corpus")
+        report["complete"] = True
+    except BenchError as exc:
+        note(f"error: {exc}")
+        status = EXIT_SETUP
+    except KeyboardInterrupt:
+        note("interrupted")
+        status = EXIT_INTERRUPTED
+    except Terminated:
+        note("terminated")
+        status = EXIT_TERMINATED
+    finally:
+        status = finish(lab, report, status)
+    return status
+
+
+def finish(lab: Lab, report: dict[str, Any], status: int) -> int:
+    """Record everything, move leftovers aside, empty the trash once (unless kept or cut short)."""
+    failed = [r for r in lab.runs if not r.ok]
+    report.update(finished=dt.datetime.now().isoformat(timespec="seconds"), notes=lab.notes,
+                  runs=[run_record(r) for r in lab.runs],
+                  failed_runs=[f"{r.label}: {'; '.join(r.problems)}" for r in failed]
+                  + lab.other_failures)
+    write_report(lab.cfg.json_path, report)
+    if lab.out_root.exists():
+        for leftover in lab.out_root.iterdir():
+            to_trash(lab, leftover)
+    if report["failed_runs"]:
+        note(f"{len(report['failed_runs'])} run(s) FAILED verification and were not counted:")
+        for line in report["failed_runs"]:
+            note(f"  {line}")
+    if lab.cfg.keep:
+        note(f"kept the used outputs in {lab.trash} (--keep)")
+    elif status in (0, EXIT_SETUP) or report["complete"]:
+        empty_trash(lab.trash)
+    else:
+        note(f"used outputs left in {lab.trash}; the next complete run deletes them at its end")
+    if status == 0 and report["failed_runs"]:
+        status = 1
+    return status
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+if __name__ == "__main__":
+    sys.exit(main())
