@@ -8,11 +8,11 @@ with the standard library's own readers.
 
 from __future__ import annotations
 
+import base64
 import netrc
 import os
 import urllib.request
 
-import aiohttp
 from yarl import URL
 
 
@@ -23,7 +23,7 @@ class Routes:
         self._proxy = proxy
         self._env = urllib.request.getproxies()  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY...
         self._proxies: dict[tuple[str, str], str | None] = {}
-        self._logins: dict[str, aiohttp.BasicAuth | None] = {}
+        self._logins: dict[str, str | None] = {}
         self._netrc: netrc.netrc | None = _load_netrc()
 
     def proxy(self, url: URL) -> str | None:
@@ -40,13 +40,16 @@ class Routes:
             self._proxies[key] = chosen or None
         return self._proxies[key]
 
-    def login(self, url: URL) -> aiohttp.BasicAuth | None:
-        """Credentials ~/.netrc (or $NETRC) holds for the host, as wget and curl -n use."""
+    def login(self, url: URL) -> str | None:
+        """An Authorization value (Basic, RFC 7617) from the credentials ~/.netrc (or
+        $NETRC) holds for the host, as wget and curl -n use them."""
         host = url.host or ""
         if host not in self._logins:
             found = self._netrc.authenticators(host) if self._netrc is not None else None
-            self._logins[host] = (aiohttp.BasicAuth(found[0], found[2] or "")
-                                  if found is not None else None)
+            self._logins[host] = None
+            if found is not None:
+                pair = f"{found[0]}:{found[2] or ''}".encode()
+                self._logins[host] = "Basic " + base64.b64encode(pair).decode("ascii")
         return self._logins[host]
 
 

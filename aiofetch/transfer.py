@@ -350,9 +350,12 @@ class Download:
             sent = headers if same_origin else {
                 k: v for k, v in headers.items() if k.lower() not in _SENSITIVE}
             routes = self.ctx.routes
-            login = routes.login(url) if "authorization" not in map(str.lower, sent) else None
+            if not any(name.lower() == "authorization" for name in sent):
+                login = routes.login(url)  # ~/.netrc: per host, so never to another one
+                if login is not None:
+                    sent = {**sent, "Authorization": login}
             resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
-                                              proxy=routes.proxy(url), auth=login)
+                                              proxy=routes.proxy(url))
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or location is None:
                 return resp
