@@ -155,6 +155,11 @@ class _Output:
         self._stdout = sys.stdout if stdout else None
         self._report = report
 
+    @property
+    def wanted(self) -> bool:
+        """Whether anything reads the lines (no JSON is made for nobody)."""
+        return self._stdout is not None or self._report is not None
+
     def write(self, line: str) -> None:
         if self._stdout is not None:
             try:
@@ -209,7 +214,8 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
                 try:
                     async for result in results:
                         summary.add(result)
-                        output.write(result_json(result))
+                        if output.wanted:
+                            output.write(result_json(result))
                 except (CannotWriteError, StateError) as exc:
                     halted = exc
     finally:
