@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from aiofetch.state import State
+
 Serve = Callable[[web.Application], Awaitable[TestServer]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[State]:
+    """A fresh state journal in tmp_path, closed after the test."""
+    opened = State.open(tmp_path / ".aiofetch.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest_asyncio.fixture

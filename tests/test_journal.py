@@ -133,15 +133,6 @@ def test_state_open_batches_too(tmp_path: Path) -> None:
         again.close()
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    opened = State.open(tmp_path / ".aiofetch.db")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
 def written(state: State, url: str = URL) -> Record:
     state.flush()
     found = state.lookup(url)

@@ -6,7 +6,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from .conftest import FileSite, Serve
 from .test_cli import aiofetch
 
 URL = "https://example.test/data/big.iso"
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    opened = State.open(tmp_path / ".aiofetch.db")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def pragma(path: Path, name: str) -> object:
