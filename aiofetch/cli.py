@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -46,46 +46,18 @@ Exit status: 0 all ok or skipped, 1 some item failed, 2 usage error.
 """
 
 
-class SizeType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
-    """A byte count with an optional K, M, G or T suffix (binary multiples)."""
+class ParsedType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
+    """A value read by one of config's parsers; its ValueError is the usage error."""
 
-    name = "size"
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name = name
+        self._parse = parse
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value  # a default, already parsed
         try:
-            return parse_size(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class RateType(SizeType):
-    """Bytes per second: a size with an optional `/s`."""
-
-    name = "rate"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_rate(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class ShardType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
-    """`K/N`: this machine's share of a list split N ways."""
-
-    name = "shard"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[int, int]:
-        if isinstance(value, tuple):
-            return value
-        try:
-            return parse_shard(str(value))
+            return self._parse(value)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -291,7 +263,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               default="skip", show_default=True,
               help="A file already there: skip it (no request), update it (conditional "
               "GET), or overwrite it.")
-@click.option("--max-size", type=SizeType(), metavar="SIZE",
+@click.option("--max-size", type=ParsedType("size", parse_size), metavar="SIZE",
               help="Fail an item (keeping nothing) past SIZE bytes, e.g. 500K, 2G.")
 @click.option("--checksums", type=click.File("r", encoding="utf-8"), metavar="FILE",
               help="sha256sum-format file of expected digests (HEX  NAME).")
@@ -318,9 +290,9 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.option("--no-state", is_flag=True, help="Keep no state journal.")
 @click.option("--lock/--no-lock", default=True, show_default=True,
               help="Take a lock on DIR; a second run on it exits 75 at once.")
-@click.option("--rate-limit", type=RateType(), metavar="RATE",
+@click.option("--rate-limit", type=ParsedType("rate", parse_rate), metavar="RATE",
               help="Overall bytes/s across all downloads, e.g. 500K, 10M.")
-@click.option("--shard", type=ShardType(), metavar="K/N",
+@click.option("--shard", type=ParsedType("shard", parse_shard), metavar="K/N",
               help="Take only items whose URL's SHA-1 mod N is K (K = 0..N-1 on N machines).")
 @click.option("--proxy", metavar="URL",
               help="Proxy for every request (HTTP_PROXY, HTTPS_PROXY, NO_PROXY are honoured "

@@ -142,6 +142,11 @@ def _status_error(resp: aiohttp.ClientResponse) -> HTTPStatusError:
                            http_status=resp.status, retry_after=retry_after)
 
 
+def _check_complete(got: int, total: int | None, status: int) -> None:
+    if total is not None and got != total:
+        raise TransferError(f"body ended early: {got} of {total} bytes", http_status=status)
+
+
 # Bodies up to this size (with a Content-Length) are read whole and written in one hop.
 SMALL_BODY = 256 * 1024
 # Bodies larger than this record their validators in the state before their first byte.
@@ -267,17 +272,12 @@ class Download:
         """A small body is read whole, then written, checked and renamed in one thread hop:
         a 16 KiB file costs one hop instead of one per call (measured in `make bench`)."""
         assert self.path is not None
-        limit = self.ctx.config.max_size
-        if limit is not None and total > limit:
-            raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
-                                 http_status=resp.status)
+        self._check_announced_size(total, resp.status)
         self._begin_version(resp, total)
         checks = self._checks(resp)
         self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, 0))
         data = await resp.read()
-        if len(data) != total:
-            raise TransferError(f"body ended early: {len(data)} of {total} bytes",
-                                http_status=resp.status)
+        _check_complete(len(data), total, resp.status)
         self.ctx.sink(TransferAdvanced(self.key, total))
         if self.part is None:
             self.part = PartFile(self.ctx.root_fd, self.path)
@@ -410,10 +410,8 @@ class Download:
                 offset + total if total is not None else None)
         else:
             self._begin_version(resp, total)
+        self._check_announced_size(total, resp.status)
         limit = config.max_size
-        if limit is not None and total is not None and total > limit:
-            raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
-                                 http_status=resp.status)
         self._expected = self._checks(resp)
         for check in self._expected:
             part.want(check.algorithm)
@@ -429,10 +427,15 @@ class Download:
             self.ctx.sink(TransferAdvanced(self.key, len(chunk)))
             if throttle is not None:
                 await throttle.spend(len(chunk))
-        if total is not None and part.size != total:
-            raise TransferError(f"body ended early: {part.size} of {total} bytes",
-                                http_status=resp.status)
+        _check_complete(part.size, total, resp.status)
         return await self._finish(resp)
+
+    def _check_announced_size(self, total: int | None, status: int) -> None:
+        """Fail before the first byte when the body is known to be over --max-size."""
+        limit = self.ctx.config.max_size
+        if limit is not None and total is not None and total > limit:
+            raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
+                                 http_status=status)
 
     def _checks(self, resp: aiohttp.ClientResponse) -> list[_Check]:
         """What the file must hash to: the input's (or --checksums') sha256, and the
