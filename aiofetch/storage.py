@@ -19,6 +19,11 @@ from typing import Any, cast
 from .errors import LocalError
 from .sources import PART_SUFFIX
 
+# Bodies up to this size are written, hashed and renamed on the event loop itself: for
+# 5,000 x 16 KiB that took the run from 2.77 s to 1.95 s (a thread hop per file cost more,
+# in futex wake-ups and GIL hand-offs, than the ~60 us of syscalls it kept off the loop).
+INLINE_BODY = 64 * 1024
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -179,7 +184,8 @@ class PartFile:
     the event loop receives the next chunk: at most one hop is in flight, so bytes stay
     in order. (One hop per chunk instead of aiofiles' one per call, plus the overlap,
     is what brings large files to the speed of the disk and the hash; see `make bench`.)
-    Small bodies skip all that: `install` does open, write, hash, rename in one hop.
+    Small bodies skip all that: `install` does open, write, hash, rename in one go, on
+    the event loop up to INLINE_BODY and in one hop above it.
     """
 
     def __init__(self, root_fd: int, path: str) -> None:
@@ -238,6 +244,8 @@ class PartFile:
         fd = self._open_sync(keep=False)
         try:
             self._absorb(fd, data)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))  # by descriptor: no second path lookup
         except BaseException:
             os.close(fd)
             os.unlink(self._part, dir_fd=self._dir_fd)
@@ -248,7 +256,7 @@ class PartFile:
             if self.digest(algorithm) != value:
                 os.unlink(self._part, dir_fd=self._dir_fd)
                 return index
-        self._install(mtime)
+        self._install(None)
         return None
 
     def _install(self, mtime: float | None) -> None:
@@ -299,12 +307,14 @@ class PartFile:
     async def install(self, data: bytes, *, mtime: float | None,
                       expected: Sequence[tuple[str, bytes]]) -> int | None:
         """Write a whole small body to the `.part`, check it against `expected` digests
-        ((hashlib name, digest) pairs) and rename it into place, all in one thread hop.
+        ((hashlib name, digest) pairs) and rename it into place, all in one go.
         Returns the index of a digest that did not match (nothing is then left)."""
         self._reset_hash()
         for algorithm, _ in expected:
             self.want(algorithm)
         try:
+            if len(data) <= INLINE_BODY:
+                return self._install_sync(data, mtime, expected)
             return cast("int | None", await self._run(self._install_sync, data, mtime, expected))
         except OSError as exc:
             raise _local(f"cannot write {self.name}", exc) from exc
