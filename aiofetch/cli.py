@@ -166,7 +166,7 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
     def on_signal(signum: int) -> None:
         if received and signum == signal.SIGINT:
             # A second Ctrl-C: out at once. Final names only ever hold complete files.
-            display.console.show_cursor(True)
+            display.show_cursor()
             os._exit(ExitStatus.SIGINT)
         received.append(signum)
         stop.set()
@@ -355,8 +355,6 @@ def command(
     URLs come from the arguments, from -i files, or from stdin when it is a pipe.
     """
 
-    from rich.console import Console
-
     from .config import Config, RetryPolicy
     from .progress import Display
 
@@ -387,12 +385,10 @@ def command(
         ca_bundle=ca_bundle,
     )
     items = _items(urls, input_file)
-    console = Console(stderr=True)
     mode = "none" if quiet or no_progress else progress
     if mode == "auto":
-        mode = "bar" if console.is_terminal else "none"
-    display = Display("bar" if mode == "bar" else "plain" if mode == "plain" else "none",
-                      console)
+        mode = "bar" if _stderr_is_terminal() else "none"
+    display = Display("bar" if mode == "bar" else "plain" if mode == "plain" else "none")
     try:
         if dry_run:
             status = _dry_run(items, config, display, json_out, quiet)
@@ -413,6 +409,17 @@ def command(
         display.print("aiofetch: interrupted")
         status = ExitStatus.SIGINT
     sys.exit(int(status))
+
+
+def _stderr_is_terminal() -> bool:
+    """rich decides (it also heeds FORCE_TERMINAL, TTY_COMPATIBLE and FORCE_COLOR), but is
+    only loaded when it could say yes: a run in a pipeline or under cron skips its ~50 ms."""
+    if not sys.stderr.isatty() and not any(
+            name in os.environ for name in ("FORCE_TERMINAL", "TTY_COMPATIBLE", "FORCE_COLOR")):
+        return False
+    from rich.console import Console
+
+    return Console(stderr=True).is_terminal
 
 
 def main() -> None:

@@ -5,28 +5,13 @@ Everything here is driven by engine events; nothing in the core knows it exists.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, TextIO
 
-from rich.console import Console, RenderableType
 from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    FileSizeColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Column
-from rich.text import Text
 
 from .events import (
     Event,
@@ -39,21 +24,12 @@ from .events import (
 )
 from .models import Result, Status
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
 Mode = Literal["bar", "plain", "none"]
 MAX_ROWS = 8  # active transfers drawn at once
-
-
-class _ByUnit(ProgressColumn):
-    """Render each task with the column for its `unit` field (None: leave it blank)."""
-
-    def __init__(self, data: ProgressColumn | None, **by_unit: ProgressColumn | None) -> None:
-        super().__init__()
-        self._data = data
-        self._by_unit = by_unit
-
-    def render(self, task: Task) -> RenderableType:
-        column = self._by_unit.get(task.fields.get("unit", ""), self._data)
-        return Text() if column is None else column.render(task)
 
 
 def error_line(result: Result) -> str:
@@ -72,25 +48,6 @@ class _Transfer:
         self.done = done
 
 
-class _PullingProgress(Progress):
-    """A Progress that asks for fresh figures each time it redraws (on its own thread)."""
-
-    def __init__(self, *columns: str | ProgressColumn, pull: Callable[[], None],
-                 **options: Any) -> None:
-        self._pull: Callable[[], None] | None = None  # Progress.__init__ already renders
-        super().__init__(*columns, **options)
-        self._pull = pull
-
-    def get_renderables(self) -> Iterable[RenderableType]:
-        pull, self._pull = self._pull, None  # add_task() redraws: do not pull from there
-        if pull is not None:
-            try:
-                pull()
-            finally:
-                self._pull = pull
-        yield from super().get_renderables()
-
-
 class Display:
     """An EventSink that draws progress and prints failures above it.
 
@@ -102,13 +59,16 @@ class Display:
     def __init__(
         self,
         mode: Mode,
-        console: Console,
+        stream: TextIO | None = None,
         *,
+        console: Console | None = None,
         interval: float = 5.0,
         get_time: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Lines go to `stream` (stderr by default); the bars, and lines while they are
+        up, to `console` (a rich Console on `stream` by default)."""
         self.mode = mode
-        self.console = console
+        self._stream = stream
         self._interval = interval
         self._get_time = get_time
         self._seen = 0
@@ -120,26 +80,19 @@ class Display:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._rows: dict[int, TaskID] = {}
-        self._progress = _PullingProgress(
-            TextColumn("{task.description}",
-                       table_column=Column(width=32, no_wrap=True, overflow="ellipsis")),
-            # The overall byte count has no total (the input is read lazily): no bar.
-            _ByUnit(BarColumn(bar_width=30), total=None),
-            _ByUnit(DownloadColumn(), files=MofNCompleteColumn(), total=FileSizeColumn()),
-            _ByUnit(TransferSpeedColumn(), files=None),
-            _ByUnit(TimeRemainingColumn(), total=None),
-            console=console,
-            get_time=get_time,
-            disable=mode != "bar",
-            refresh_per_second=4,
-            pull=self._pull,
-        )
-        self._files = self._progress.add_task("files", total=None, unit="files")
-        self._data = self._progress.add_task("bytes", total=None, unit="total")
+        self._progress: Progress | None = None
+        if mode == "bar":
+            from rich.console import Console
+
+            from .bars import bars
+
+            self._console = console or Console(file=stream or sys.stderr)
+            self._progress = bars(self._console, get_time, self._pull)
+            self._files, self._data = self._progress.task_ids
 
     def __enter__(self) -> Display:
         self._started_at = self._get_time()
-        if self.mode == "bar":
+        if self._progress is not None:
             self._progress.start()
         elif self.mode == "plain":
             self._ticker = threading.Thread(target=self._tick, name="aiofetch-status",
@@ -151,18 +104,18 @@ class Display:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()
-        if self.mode == "bar":
+        if self._progress is not None:
             self._progress.refresh()
             self._progress.stop()
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval):
-            self.console.print(self.status_line(), highlight=False)
+            self.print(self.status_line())
 
     def _pull(self) -> None:
         """Runs on the refresh thread: copy the counters into rich's tasks."""
         progress = self._progress
-        if len(progress.tasks) < 2:
+        if progress is None or len(progress.tasks) < 2:
             return  # still being built
         progress.update(self._files, completed=self._settled, total=self._seen)
         progress.update(self._data, completed=self._bytes)
@@ -189,7 +142,17 @@ class Display:
 
     def print(self, text: str) -> None:
         """A message above the bars (or plainly, without them)."""
-        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+        if self._progress is not None:
+            self._console.print(text, highlight=False, markup=False, soft_wrap=True)
+        else:
+            stream = self._stream or sys.stderr
+            stream.write(text + "\n")
+            stream.flush()
+
+    def show_cursor(self) -> None:
+        """Before a hard exit: give the terminal its cursor back (the bars hide it)."""
+        if self._progress is not None:
+            self._console.show_cursor(True)
 
     def __call__(self, event: Event, /) -> None:
         if isinstance(event, TransferAdvanced):  # the hot one: once per chunk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,15 @@ def test_public_api() -> None:
     assert aiofetch.__all__ == sorted(aiofetch.__all__)
     for name in aiofetch.__all__:
         assert getattr(aiofetch, name) is not None
+
+
+def test_a_run_off_a_terminal_does_not_load_rich_console(tmp_path: Path) -> None:
+    """Under cron or in a pipeline (stderr not a terminal) the bars are never drawn, so
+    rich's console and progress modules are never imported."""
+    dest = tmp_path / "out"
+    loaded = modules_after(
+        "import contextlib\nfrom aiofetch.cli import main\nimport sys\n"
+        f"sys.argv = ['aiofetch', '-i', '/dev/null', '-d', {str(dest)!r}]\n"
+        "with contextlib.suppress(SystemExit):\n    main()")
+    assert "aiohttp" in loaded  # it did run
+    assert "rich.console" not in loaded and "rich.progress" not in loaded

@@ -38,7 +38,7 @@ def test_bar_shows_files_bytes_and_active_transfer() -> None:
     """The bar mode shows files done/seen, bytes, speed and each active file."""
     console, buffer = terminal()
     clock = Clock()
-    display = Display("bar", console, get_time=clock)
+    display = Display("bar", console=console, get_time=clock)
     with display:
         display(ItemSeen(1))
         display(ItemSeen(2))
@@ -59,7 +59,7 @@ def test_bar_shows_files_bytes_and_active_transfer() -> None:
 def test_unknown_total_is_shown_without_a_size() -> None:
     """A transfer without Content-Length still renders (bytes so far, no total)."""
     console, buffer = terminal()
-    display = Display("bar", console, get_time=Clock())
+    display = Display("bar", console=console, get_time=Clock())
     with display:
         display(TransferStarted(0, "http://h/s", "stream", None))
         display(TransferAdvanced(0, 1500))
@@ -71,7 +71,8 @@ def test_failures_print_one_line_each_in_every_mode() -> None:
     """A failed item prints `aiofetch: error: FILE:LINE: URL: reason`, even with no bar."""
     for mode in ("bar", "plain", "none"):
         console, buffer = terminal()
-        with Display(mode, console, get_time=Clock()) as display:  # type: ignore[arg-type]
+        with Display(mode, buffer, console=console,  # type: ignore[arg-type]
+                     get_time=Clock()) as display:
             display(ItemSettled(None, Result(url="ftp://x", path=None, status=Status.FAILED,
                                              line="urls.txt:7", error="not an http URL")))
         assert "aiofetch: error: urls.txt:7: ftp://x: not an http URL" in buffer.getvalue()
@@ -80,7 +81,7 @@ def test_failures_print_one_line_each_in_every_mode() -> None:
 def test_none_mode_draws_nothing() -> None:
     """--progress none draws no bars, even on a terminal."""
     console, buffer = terminal()
-    with Display("none", console, get_time=Clock()) as display:
+    with Display("none", buffer, console=console, get_time=Clock()) as display:
         display(ItemSeen(1))
         display(TransferStarted(0, "http://h/a", "a", 10))
         display(TransferAdvanced(0, 10))
@@ -90,9 +91,8 @@ def test_none_mode_draws_nothing() -> None:
 
 def test_plain_status_line() -> None:
     """The plain mode's line counts settled/seen files, bytes and the mean rate."""
-    console, _ = terminal()
     clock = Clock()
-    display = Display("plain", console, get_time=clock, interval=3600)
+    display = Display("plain", io.StringIO(), get_time=clock, interval=3600)
     with display:
         display(ItemSeen(1))
         display(ItemSeen(2))
@@ -108,8 +108,7 @@ def test_plain_status_line() -> None:
 def test_plain_mode_prints_on_its_own_timer() -> None:
     """The plain mode's ticker prints status lines while the run goes on."""
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=False, width=120)
-    display = Display("plain", console, interval=0.01)
+    display = Display("plain", buffer, interval=0.01)
     with display:
         display(ItemSeen(1))
         assert display._stop.wait(0) is False
@@ -125,7 +124,7 @@ def test_a_retried_transfer_keeps_one_row() -> None:
     bytes already there, and does not count them as transferred again."""
     console, buffer = terminal()
     clock = Clock()
-    display = Display("bar", console, get_time=clock)
+    display = Display("bar", console=console, get_time=clock)
     with display:
         display(TransferStarted(0, "http://h/iso", "disk.iso", 4_000_000))
         display(TransferAdvanced(0, 1_000_000))
