@@ -29,8 +29,8 @@ async def test_commit_renames_complete_file_and_hashes(root: int) -> None:
     """Bytes go to NAME.part, which becomes NAME only on commit; sha256 is of every byte."""
     part = PartFile(root, "sub/dir/file.bin")
     await part.open(keep=False)
-    await part.write(b"hello ")
-    await part.write(b"world")
+    await part.write([b"hel", b"lo "])  # one batch of socket buffers, one writev
+    await part.write([b"world"])
     dest = dest_of(root)
     assert (dest / "sub/dir/file.bin.part").exists()
     assert not (dest / "sub/dir/file.bin").exists()
@@ -45,7 +45,7 @@ async def test_discard_leaves_nothing(root: int) -> None:
     """A discarded body leaves neither a .part nor a final file."""
     part = PartFile(root, "gone.bin")
     await part.open(keep=False)
-    await part.write(b"x" * 1000)
+    await part.write([b"x" * 1000])
     await part.discard()
     assert list(dest_of(root).iterdir()) == []
 
@@ -55,7 +55,7 @@ async def test_commit_over_a_directory_fails_cleanly(root: int) -> None:
     (dest_of(root) / "taken").mkdir()
     part = PartFile(root, "taken")
     await part.open(keep=False)
-    await part.write(b"x")
+    await part.write([b"x"])
     with pytest.raises(LocalError, match="cannot finish taken"):
         await part.commit()
     assert sorted(p.name for p in dest_of(root).iterdir()) == ["taken"]
@@ -119,7 +119,7 @@ async def test_disk_full_is_a_clean_local_error(tiny_fs: Path) -> None:
         await part.open(keep=False)
         with pytest.raises(LocalError, match="No space left"):
             for _ in range(64):
-                await part.write(b"x" * 65536)
+                await part.write([b"x" * 65536])
         await part.discard()
     finally:
         os.close(fd)
