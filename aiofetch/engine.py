@@ -48,12 +48,19 @@ Items = Iterable[Item] | AsyncIterable[Item]
 _DONE = object()
 
 
+# aiohttp's read buffer per connection (it pauses the socket at twice this). Bodies are
+# taken from it as the socket's buffers and batched up to Config.chunk_size for a write:
+# 64 KiB instead of 256 KiB took 32 transfers of 1 MiB files from 64 to 57 MiB peak RSS,
+# at the same speed on 1 MiB and 256 MiB files.
+READ_BUFFER = 64 * 1024
+
+
 def make_session(config: Config) -> aiohttp.ClientSession:
     """The run's one session: bounded connections, stall timeouts, bodies kept as sent."""
     connector = aiohttp.TCPConnector(
         limit=config.jobs, limit_per_host=config.per_host, ssl=_tls(config)
     )
-    read_size = config.chunk_size
+    read_size = READ_BUFFER
     if config.rate_limit:  # small reads keep a rate limit smooth
         read_size = min(read_size, Throttle(config.rate_limit).read_size)
     timeout = aiohttp.ClientTimeout(
