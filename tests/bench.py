@@ -1387,6 +1387,7 @@ def finish(lab: Lab, report: dict[str, Any], status: int) -> int:
 
 
 def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the report short
     raise Terminated
 
 
