@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aiofetch.errors import LocalError
-from aiofetch.storage import PartFile, complete_size, open_root
+from aiofetch.storage import INLINE_BODY, PartFile, complete_size, open_root
 
 
 @pytest.fixture
@@ -39,6 +39,32 @@ async def test_commit_renames_complete_file_and_hashes(root: int) -> None:
     assert not (dest / "sub/dir/file.bin.part").exists()
     assert part.sha256() == hashlib.sha256(b"hello world").hexdigest()
     assert part.size == 11
+
+
+@pytest.mark.parametrize("size", [0, INLINE_BODY, INLINE_BODY + 1, 256 * 1024])
+async def test_install_writes_a_whole_small_body_in_one_go(root: int, size: int) -> None:
+    """A small body (on the event loop up to INLINE_BODY, in one thread hop above it) lands
+    at its final name with its bytes, digest and the server's mtime; no .part is left."""
+    body = os.urandom(size)
+    part = PartFile(root, "a/small.bin")
+    failed = await part.install(body, mtime=784111777.0, expected=[
+        ("sha256", hashlib.sha256(body).digest())])
+    final = dest_of(root) / "a/small.bin"
+    assert failed is None
+    assert final.read_bytes() == body and final.stat().st_mtime == 784111777.0
+    assert part.sha256() == hashlib.sha256(body).hexdigest()
+    assert os.listdir(final.parent) == ["small.bin"]
+
+
+@pytest.mark.parametrize("size", [10, INLINE_BODY + 1])
+async def test_install_with_a_wrong_digest_leaves_nothing(root: int, size: int) -> None:
+    """A body that does not hash to what was expected never appears, not even as .part;
+    install says which expected digest failed."""
+    part = PartFile(root, "bad.bin")
+    failed = await part.install(b"x" * size, mtime=None, expected=[
+        ("sha256", hashlib.sha256(b"x" * size).digest()), ("sha512", b"\0" * 64)])
+    assert failed == 1
+    assert os.listdir(dest_of(root)) == []
 
 
 async def test_discard_leaves_nothing(root: int) -> None:
@@ -118,8 +144,9 @@ async def test_disk_full_is_a_clean_local_error(tiny_fs: Path) -> None:
         part = PartFile(fd, "big.bin")
         await part.open(keep=False)
         with pytest.raises(LocalError, match="No space left"):
-            for _ in range(64):
-                await part.write([b"x" * 65536])
+            await part.write([b"x" * 100_000])
+            for _ in range(16):  # 4 x 64 KiB: a short writev at the edge, then ENOSPC
+                await part.write([b"x" * 65536] * 4)
         await part.discard()
     finally:
         os.close(fd)
