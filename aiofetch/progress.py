@@ -52,7 +52,7 @@ class Display:
     """An EventSink that draws progress and prints failures above it.
 
     Events only bump counters (a few dict and int operations per chunk); the bars are
-    brought up to date by rich's refresh thread, ten times a second, when it redraws.
+    brought up to date by rich's refresh thread, four times a second, when it redraws.
     A transfer that starts and ends between two redraws never gets a row.
     """
 
