@@ -31,13 +31,25 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+async def start(*args: str, stdin: int = asyncio.subprocess.DEVNULL,
+                env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    """The CLI as a running subprocess, stdout and stderr piped; `reap` it in a finally."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiofetch", *args, stdin=stdin,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env(env),
+    )
+
+
+async def reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill and wait for a CLI subprocess that is still running (its test failed early)."""
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
+
+
 async def aiofetch(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> Ran:
     """Run the CLI to completion (bounded) with the given stdin."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", *args,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(env),
-    )
+    proc = await start(*args, stdin=asyncio.subprocess.PIPE, env=env)
     out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
     return Ran(proc.returncode, out.decode(), err.decode())
@@ -239,11 +251,7 @@ async def test_five_thousand_urls_through_stdin(serve: Serve, tmp_path: Path) ->
 async def test_downloads_start_while_the_pipe_is_open(serve: Serve, tmp_path: Path) -> None:
     """With a slow pipe, the first file is fetched before the second line is written."""
     server = await serve(FileSite({"1": b"one", "2": b"two"}).app())
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", "-d", str(tmp_path), "--json",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(None),
-    )
+    proc = await start("-d", str(tmp_path), "--json", stdin=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(f"{server.make_url('/1')}\n".encode())
@@ -256,9 +264,7 @@ async def test_downloads_start_while_the_pipe_is_open(serve: Serve, tmp_path: Pa
         assert second["path"] == "2"
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def test_content_disposition_flag(serve: Serve, tmp_path: Path) -> None:
@@ -314,20 +320,14 @@ async def test_sigint_stops_the_run_with_130(serve: Serve, tmp_path: Path) -> No
     app = web.Application()
     app.router.add_get("/stall", stall)
     server = await serve(app)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", str(server.make_url("/stall")), "-d", str(tmp_path),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(None),
-    )
+    proc = await start(str(server.make_url("/stall")), "-d", str(tmp_path))
     try:
         await asyncio.wait_for(started.wait(), 30)
         proc.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
         release.set()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
     assert proc.returncode == 130
     assert b"Traceback" not in err
     assert not (tmp_path / "stall").exists()

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -23,7 +22,7 @@ from aiofetch.lock import DirLock
 from aiofetch.state import BATCH_ROWS, BATCH_SECONDS, Record, State, Validators
 
 from .conftest import FileSite, RangeSite, Serve, names, sha256
-from .test_cli import _env, aiofetch
+from .test_cli import aiofetch, reap, start
 
 URL = "https://example.test/files/a.bin"
 ETAG = '"v1"'
@@ -322,14 +321,6 @@ async def test_cli_state_file_elsewhere(serve: Serve, tmp_path: Path) -> None:
     assert held.code == 75, held.err
 
 
-async def start(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(None),
-    )
-
-
 async def poll(check: Callable[[], bool], seconds: float) -> bool:
     """Poll `check()` until it is true (True) or `seconds` have passed (False)."""
     deadline = time.monotonic() + seconds
@@ -366,9 +357,7 @@ async def test_state_survives_a_killed_run(raw_serve: Any, tmp_path: Path) -> No
         await kill(proc)
     finally:
         site.release.set()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
     db = tmp_path / ".aiofetch.db"
     state = State.open(db)
     try:
@@ -469,8 +458,6 @@ async def test_finished_result_is_journalled_within_seconds(
         await kill(proc)
     finally:
         site.release.set()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
     found = journal(db, small_url)
     assert found is not None and found.sha256 == sha256(b"small")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from aiofetch.errors import LocalError, LockedError
 from aiofetch.lock import DirLock
 
 from .conftest import Serve
-from .test_cli import aiofetch
+from .test_cli import aiofetch, reap, start
 
 
 def test_acquire_writes_our_pid_and_release_frees(tmp_path: Path) -> None:
@@ -98,10 +97,6 @@ def test_symlink_at_lock_path_is_not_followed(tmp_path: Path) -> None:
     assert not (tmp_path / "nowhere").exists()
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("AIOFETCH_")}
-
-
 class Stall:
     """An app whose /slow waits for `release`; /quick answers at once."""
 
@@ -132,11 +127,7 @@ async def holder(serve: Serve, tmp_path: Path) -> AsyncIterator[tuple[Stall, str
     site = Stall()
     server = await serve(site.app())
     base = str(server.make_url("/")).rstrip("/")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", f"{base}/slow", "-d", str(tmp_path / "dir"),
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(),
-    )
+    proc = await start(f"{base}/slow", "-d", str(tmp_path / "dir"))
     try:
         await asyncio.wait_for(site.arrived.wait(), 30)
         yield site, base, proc.pid
@@ -146,9 +137,7 @@ async def holder(serve: Serve, tmp_path: Path) -> AsyncIterator[tuple[Stall, str
         assert (tmp_path / "dir" / "slow").read_bytes() == b"slow body"
     finally:
         site.release.set()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await reap(proc)
 
 
 async def test_second_run_on_a_locked_dir_exits_75(

@@ -6,26 +6,17 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import RangeSite
-from .test_cli import _env, aiofetch
+from .test_cli import aiofetch, start
 
 # Over transfer.RECORD_ABOVE, so even SIGKILL finds its validators journalled.
 BODY = os.urandom(12 * 1024 * 1024)
 CUT = 1024 * 1024
-
-
-async def start(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiofetch", *args,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=_env(None),
-    )
 
 
 async def wait_for_part(part: Path) -> int:
