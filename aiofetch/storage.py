@@ -205,7 +205,7 @@ class PartFile:
     def name(self) -> str:
         return self.path + PART_SUFFIX
 
-    # -- on the worker thread ------------------------------------------------------
+    # -- blocking calls: on a worker thread (small bodies: see INLINE_BODY) ---------
 
     def _open_sync(self, keep: bool) -> int:
         """Walk to the parent without following links, then open the `.part` there."""
@@ -263,10 +263,10 @@ class PartFile:
             raise
         os.close(fd)
         self._hashed = self.size = len(data)
-        for index, (algorithm, value) in enumerate(expected):
-            if self.digest(algorithm) != value:
-                os.unlink(self._part, dir_fd=self._dir_fd)
-                return index
+        failed = self.mismatch(expected)
+        if failed is not None:
+            os.unlink(self._part, dir_fd=self._dir_fd)
+            return failed
         self._install(None)
         return None
 
@@ -385,6 +385,14 @@ class PartFile:
 
     def sha256(self) -> str:
         return str(self._hashes["sha256"].hexdigest())
+
+    def mismatch(self, expected: Sequence[tuple[str, bytes]]) -> int | None:
+        """The index of the first (hashlib name, digest) in `expected` that the body so
+        far does not hash to, or None when it matches them all."""
+        for index, (algorithm, value) in enumerate(expected):
+            if self.digest(algorithm) != value:
+                return index
+        return None
 
     def digest(self, algorithm: str) -> bytes | None:
         """The raw digest of the body so far, if `algorithm` was wanted."""

@@ -99,7 +99,7 @@ def parse_digest_fields(value: str | None) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     if not value:
         return found
-    for member in (value or "").split(","):
+    for member in value.split(","):
         match = _DIGEST_MEMBER.fullmatch(member)
         if match is None:
             continue
@@ -147,7 +147,8 @@ def _check_complete(got: int, total: int | None, status: int) -> None:
         raise TransferError(f"body ended early: {got} of {total} bytes", http_status=status)
 
 
-# Bodies up to this size (with a Content-Length) are read whole and written in one hop.
+# Bodies up to this size (with a Content-Length) are read whole and written in one go
+# (PartFile.install).
 SMALL_BODY = 256 * 1024
 # Bodies larger than this record their validators in the state before their first byte.
 RECORD_ABOVE = 8 * 1024 * 1024
@@ -166,6 +167,11 @@ class _Check:
             return (f"sha256 mismatch: expected {self.digest.hex()[:16]}..., "
                     f"got {part.sha256()[:16]}...")
         return f"{self.source} does not match the body"
+
+
+def _pairs(checks: list[_Check]) -> list[tuple[str, bytes]]:
+    """(hashlib name, digest) pairs, as PartFile checks them."""
+    return [(check.algorithm, check.digest) for check in checks]
 
 
 class Download:
@@ -283,8 +289,7 @@ class Download:
             self.part = PartFile(self.ctx.root_fd, self.path)
         assert self._validators is not None
         failed = await self.part.install(
-            data, mtime=_timestamp(self._validators.last_modified),
-            expected=[(check.algorithm, check.digest) for check in checks])
+            data, mtime=_timestamp(self._validators.last_modified), expected=_pairs(checks))
         if failed is not None:
             raise VerificationError(checks[failed].failure(self.part), http_status=resp.status)
         self._forget()
@@ -493,9 +498,10 @@ class Download:
         assert self.part is not None and self.path is not None
         part = self.part
         await part.settle()
-        for check in self._expected:
-            if part.digest(check.algorithm) != check.digest:
-                raise VerificationError(check.failure(part), http_status=resp.status)
+        failed = part.mismatch(_pairs(self._expected))
+        if failed is not None:
+            raise VerificationError(self._expected[failed].failure(part),
+                                    http_status=resp.status)
         digest = part.sha256()
         validators = self._validators or self._stored_validators()
         await part.commit(mtime=_timestamp(validators.last_modified if validators else None))
