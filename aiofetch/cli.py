@@ -158,6 +158,7 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
 
     from .engine import download
     from .report import Summary, result_json
+    from .shown import MESSAGE_MAX, show
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -194,7 +195,7 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if halted is not None:
-        display.print(f"aiofetch: error: {halted}")
+        display.print(f"aiofetch: error: {show(str(halted), MESSAGE_MAX)}")
     if not quiet and (summary.counts or halted is None):
         display.print(summary.line(time.monotonic() - started))
     if received:
@@ -205,13 +206,17 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
 def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: bool,
              quiet: bool) -> int:
     import json
+    from datetime import datetime, timezone
 
-    from .models import Result
+    from .models import Result, new_run_id
     from .planner import offline_planner
     from .progress import error_line
+    from .report import iso_time
+    from .shown import URL_MAX, WHERE_MAX, mask, show
 
     counts = dict.fromkeys(["fetch", "resume", "update", "skip", "bad"], 0)
     output = _Output(stdout=True)
+    run = new_run_id()
     with offline_planner(config) as planner:
         for item in items:
             plan = planner.plan(item)
@@ -223,17 +228,20 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
                     display.print(f"aiofetch: error: {error_line(plan)}")
                     continue
                 action, path, url, line = "skip", plan.path, plan.url, plan.line
-                note = f" (duplicate of {plan.duplicate_of})"
+                note = f" (duplicate of {show(plan.duplicate_of or '', WHERE_MAX)})"
             else:
                 action, path, url, line = plan.action.value, plan.path, plan.job.url, plan.job.line
                 note = ""
             counts[action] += 1
             if json_out:
-                output.write(json.dumps({"url": url, "path": path, "action": action,
-                                         "line": line}, ensure_ascii=False))
+                output.write(json.dumps({"url": mask(url), "path": path, "action": action,
+                                         "line": line, "run": run,
+                                         "time": iso_time(datetime.now(timezone.utc))},
+                                        ensure_ascii=False))
             else:
-                shown = path if path is not None else "(named by Content-Disposition)"
-                output.write(f"{action:<6} {url} -> {shown}{note}")
+                target = ("(named by Content-Disposition)" if path is None
+                          else show(path, URL_MAX))
+                output.write(f"{action:<6} {show(url, URL_MAX)} -> {target}{note}")
     if not quiet:
         display.print("dry run: " + ", ".join(
             f"{count} {'bad' if action == 'bad' else 'to ' + action}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import itertools
 import os
@@ -20,6 +21,7 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import aiohttp
@@ -29,7 +31,7 @@ from .errors import AiofetchError, CannotWriteError, ItemError, LocalError, Usag
 from .events import EventSink, InputDone, ItemSeen, ItemSettled, Retrying, discard
 from .feed import ThreadFeed
 from .lock import DirLock
-from .models import Action, BadLine, Job, Planned, Result, Status
+from .models import Action, BadLine, Job, Planned, Result, Status, new_run_id
 from .naming import Claims
 from .planner import Planner
 from .registry import RunClaimStore
@@ -134,6 +136,7 @@ class _Run:
         self.config = config
         self.sink = sink
         self.context = context
+        self.id = new_run_id()
         self.planner = Planner(config, context.root_fd, context.claims, context.state)
         self.gate = HostGate()
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
@@ -162,6 +165,7 @@ class _Run:
                 task.cancel()
 
     async def settle(self, key: int | None, result: Result) -> None:
+        result = dataclasses.replace(result, run=self.id, time=datetime.now(timezone.utc))
         self.sink(ItemSettled(key, result))
         await self.results.put(result)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,11 @@ class Planned:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """How one input item settled; the fields of one JSON report line."""
+    """How one input item settled; the fields of one JSON report line.
+
+    `run` and `time` are stamped by the engine as the item settles: the run's id, and
+    the moment (UTC).
+    """
 
     url: str
     path: str | None
@@ -78,3 +84,12 @@ class Result:
     elapsed_s: float = 0.0
     error: str | None = None
     duplicate_of: str | None = None
+    run: str | None = None
+    time: datetime | None = None
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """One run's id: its start in UTC, to the second, and 8 random hex digits, e.g.
+    `20261201T225003Z-9f86d081`. Sorts by start time; two runs in one second differ."""
+    start = now or datetime.now(timezone.utc)
+    return f"{start.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"

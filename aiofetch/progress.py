@@ -23,6 +23,7 @@ from .events import (
     TransferStarted,
 )
 from .models import Result, Status
+from .shown import URL_MAX, item_message, show
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,8 +34,9 @@ MAX_ROWS = 8  # active transfers drawn at once
 
 
 def error_line(result: Result) -> str:
-    """`FILE:LINE: URL: reason`, the one line a failed item gets on stderr."""
-    return f"{result.line}: {result.url}: {result.error}"
+    """`FILE:LINE: URL: reason`, the one line a failed item gets on stderr: escaped,
+    bounded, passwords masked (see shown.py)."""
+    return item_message(result.line, result.url, result.error)
 
 
 class _Transfer:
@@ -128,7 +130,12 @@ class Display:
         for key, transfer in shown.items():
             row = self._rows.get(key)
             if row is None:
-                self._rows[key] = progress.add_task(transfer.path, total=transfer.total,
+                from rich.markup import escape as escape_markup
+
+                # Escaped twice: for the terminal, then for rich's markup (`[/]` in a
+                # name would stop the bars; `[link=...]` would draw a hyperlink).
+                name = escape_markup(show(transfer.path, URL_MAX))
+                self._rows[key] = progress.add_task(name, total=transfer.total,
                                                     completed=transfer.done)
             else:
                 progress.update(row, total=transfer.total, completed=transfer.done)
@@ -175,7 +182,7 @@ class Display:
         elif isinstance(event, Retrying):
             if self.mode != "none":
                 self.print(f"aiofetch: retry {event.attempt} in {event.delay:.1f}s: "
-                           f"{event.line}: {event.url}: {event.reason}")
+                           f"{item_message(event.line, event.url, event.reason)}")
         elif isinstance(event, ItemSeen):
             self._seen = event.count
         elif isinstance(event, InputDone):

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.filesize import decimal
 
 from .models import Result, Status
+from .shown import mask
+
+
+def iso_time(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC to the millisecond, `Z` for the zone: `2026-12-01T22:50:03.123Z`."""
+    if moment is None:
+        return None
+    utc = moment.astimezone(timezone.utc)
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def result_dict(result: Result) -> dict[str, Any]:
-    """The JSON report fields, in the contract's order."""
+    """The JSON report fields, in the contract's order; passwords in URLs masked."""
     fields: dict[str, Any] = {
-        "url": result.url,
+        "url": mask(result.url),
         "path": result.path,
         "status": result.status.value,
         "http_status": result.http_status,
@@ -23,8 +33,10 @@ def result_dict(result: Result) -> dict[str, Any]:
         "sha256": result.sha256,
         "attempts": result.attempts,
         "elapsed_s": result.elapsed_s,
-        "error": result.error,
+        "error": None if result.error is None else mask(result.error),
         "line": result.line,
+        "run": result.run,
+        "time": iso_time(result.time),
     }
     if result.duplicate_of is not None:
         fields["duplicate_of"] = result.duplicate_of

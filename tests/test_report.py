@@ -22,6 +22,8 @@ FIELDS = [
     "elapsed_s",
     "error",
     "line",
+    "run",
+    "time",
 ]
 
 
@@ -48,6 +50,8 @@ def test_result_dict_fields_in_contract_order() -> None:
         "elapsed_s": 0.25,
         "error": None,
         "line": "urls:3",
+        "run": None,
+        "time": None,
     }
 
 
