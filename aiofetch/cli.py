@@ -121,11 +121,15 @@ def _load_checksums(stream: IO[str] | None) -> dict[str, str]:
 
 
 class _Output:
-    """Where result lines go: stdout (--json, or a dry run's plan) and/or --report FILE."""
+    """Where result lines go: stdout (--json, or a dry run's plan) and/or --report FILE.
 
-    def __init__(self, stdout: bool, report: IO[str] | None = None) -> None:
+    `through`, when given, prints the stdout lines instead (see `_json_through`)."""
+
+    def __init__(self, stdout: bool, report: IO[str] | None = None, *,
+                 through: Callable[[str], None] | None = None) -> None:
         self._stdout = sys.stdout if stdout else None
         self._report = report
+        self._through = through
 
     @property
     def wanted(self) -> bool:
@@ -133,7 +137,9 @@ class _Output:
         return self._stdout is not None or self._report is not None
 
     def write(self, line: str) -> None:
-        if self._stdout is not None:
+        if self._stdout is not None and self._through is not None:
+            self._through(line)
+        elif self._stdout is not None:
             try:
                 self._stdout.write(line + "\n")
                 self._stdout.flush()
@@ -167,12 +173,20 @@ async def _download(items: Iterator[Item], config: Config, display: Display,
     def on_signal(signum: int) -> None:
         if received and signum == signal.SIGINT:
             # A second Ctrl-C: out at once. Final names only ever hold complete files.
-            display.show_cursor()
+            display.abort("aiofetch: quit at once; partial files are kept for resume")
             os._exit(ExitStatus.SIGINT)
+        first = not received
         received.append(signum)
         stop.set()
-        display.print("aiofetch: interrupted: finishing the report, keeping partial files "
-                      "for resume (Ctrl-C again to quit at once)")
+        display.stopping()
+        if not first:
+            return  # a repeated SIGTERM: already on the way out
+        if signum == signal.SIGINT:
+            display.print("aiofetch: interrupted: finishing the report, keeping partial "
+                          "files for resume (Ctrl-C again to quit at once)")
+        else:
+            display.print("aiofetch: terminated: finishing the report, keeping partial "
+                          "files for resume")
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -317,6 +331,9 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               help="auto: a bar when stderr is a terminal; plain: status lines for logs.")
 @click.option("--no-progress", is_flag=True, help="Same as --progress none.")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only, no progress or summary.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="A line per settled item on stderr: 'ok PATH (SIZE)', 'skipped PATH', "
+              "...; -q wins.")
 @click.option("--json", "json_out", envvar="AIOFETCH_JSON", is_flag=True,
               help="One JSON line per item on stdout.")
 @click.option("--report", type=click.File("a", encoding="utf-8", lazy=False), metavar="FILE",
@@ -354,6 +371,7 @@ def command(
     progress: str,
     no_progress: bool,
     quiet: bool,
+    verbose: bool,
     json_out: bool,
     report: IO[str] | None,
     dry_run: bool,
@@ -396,14 +414,16 @@ def command(
     mode = "none" if quiet or no_progress else progress
     if mode == "auto":
         mode = "bar" if _stderr_is_terminal() else "none"
-    display = Display("bar" if mode == "bar" else "plain" if mode == "plain" else "none")
+    display = Display("bar" if mode == "bar" else "plain" if mode == "plain" else "none",
+                      verbose=verbose and not quiet)
     try:
         if dry_run:
             status = _dry_run(items, config, display, json_out, quiet)
         else:
             from .engine import run
 
-            status = run(_download(items, config, display, _Output(json_out, report), quiet))
+            output = _Output(json_out, report, through=_json_through(display, json_out))
+            status = run(_download(items, config, display, output, quiet))
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.USAGE
@@ -417,6 +437,28 @@ def command(
         display.print("aiofetch: interrupted")
         status = ExitStatus.SIGINT
     sys.exit(int(status))
+
+
+def _json_through(display: Display, json_out: bool) -> Callable[[str], None] | None:
+    """How JSON lines reach stdout when it is the very terminal the bars are drawn on.
+
+    Written to fd 1, a line lands wherever the cursor is, inside the bars, and the next
+    redraw erases part of it. Printed through the bars' console instead (fd 2: the same
+    screen), the bars are cleared, the line is printed whole, and they are redrawn below
+    it, the way rich prints any line above a live display. Nothing is diverted that a
+    program could read: stdout is that terminal, not a pipe or a file, and the check is
+    on the device (one tty has one st_rdev), so `> file`, `| jq` or another terminal still
+    get the lines on fd 1. Dropping the bar instead would lose it for `--json` users at a
+    terminal, who are watching both."""
+    if not json_out or display.mode != "bar":
+        return None
+    try:
+        if not (sys.stdout.isatty() and sys.stderr.isatty()):
+            return None
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # closed or replaced streams
+        return None
+    return display.print if out.st_rdev == err.st_rdev else None
 
 
 def _stderr_is_terminal() -> bool:

@@ -79,11 +79,17 @@ class Summary:
         return bool(self.counts[Status.FAILED] or self.counts[Status.INTERRUPTED])
 
     def line(self, elapsed: float) -> str:
-        """`N ok, N not modified, N skipped, N failed, SIZE in Ts (RATE)`; zeros left out."""
+        """`N ok, N not modified, N skipped, N failed, SIZE in Ts (RATE)`; zeros left out.
+
+        With no file downloaded there is no size or rate to give: `N skipped, nothing
+        downloaded (Ts)`. A rate is shown only for bytes that arrived."""
         if not self.counts:
             return "nothing to do (no URLs in the input)"
         parts = [f"{self.counts[status]} {label}" for status, label in _LABELS
-                 if self.counts[status] or status is Status.OK]
-        rate = self.bytes / elapsed if elapsed > 0 else 0.0
-        return (f"{', '.join(parts)}, {decimal(self.bytes)} in {elapsed:.1f}s "
-                f"({decimal(int(rate))}/s)")
+                 if self.counts[status]]
+        if not self.counts[Status.OK]:
+            return f"{', '.join(parts)}, nothing downloaded ({elapsed:.1f}s)"
+        line = f"{', '.join(parts)}, {decimal(self.bytes)} in {elapsed:.1f}s"
+        if self.bytes and elapsed > 0:
+            line += f" ({decimal(int(self.bytes / elapsed))}/s)"
+        return line

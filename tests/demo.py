@@ -268,18 +268,19 @@ def run_demo() -> None:
         dest = work / "downloads"
         url_list = work / "urls.txt"
         corpus = make_corpus(corpus_dir)
-        mib = sum(map(len, corpus.values())) / MIB
+        # Decimal megabytes, as aiofetch's bars and summary count them (rich's decimal()).
+        size = f"{sum(map(len, corpus.values())) / 1_000_000:.1f} MB"
         entries = plan_entries(corpus)
         server = stack.enter_context(serving(corpus_dir, frozenset(corpus)))
         write_url_list(url_list, server.base, entries)
-        print(f"demo: serving {len(corpus)} files ({mib:.1f} MiB) on {server.base}")
+        print(f"demo: serving {len(corpus)} files ({size}) on {server.base}")
         print(f"demo: downloading into {dest}")
 
         status = run_aiofetch(url_list, dest, "bar")
         if status != 0:
             raise DemoError(f"aiofetch exited with status {status}")
         verify(dest, corpus_dir, entries)
-        print(f"demo: {len(entries)} files verified in {dest} ({mib:.1f} MiB)")
+        print(f"demo: {len(entries)} files verified in {dest} ({size})")
 
         print("demo: running again on the same list and directory: everything is skipped")
         before = server.requests

@@ -120,12 +120,12 @@ def test_summary_line_all_counts() -> None:
     )
 
 
-def test_summary_leaves_out_zero_counts_but_not_ok() -> None:
-    """Zero counts are left out, except `ok`, which is always shown."""
+def test_summary_leaves_out_zero_counts_and_rate_when_nothing_downloaded() -> None:
+    """Zero counts are left out; with no file downloaded, no size and no rate either."""
     summary = Summary()
     summary.add(make(Status.SKIPPED, bytes=10))
     line = summary.line(0.0)
-    assert line == "0 ok, 1 skipped, 0 bytes in 0.0s (0 bytes/s)"
+    assert line == "1 skipped, nothing downloaded (0.0s)"
     assert "failed" not in line
     assert "not modified" not in line
 
@@ -145,7 +145,7 @@ def test_summary_interrupted_is_shown() -> None:
     """Interrupted items are counted on the line."""
     summary = Summary()
     summary.add(make(Status.INTERRUPTED))
-    assert summary.line(1.0).startswith("0 ok, 1 interrupted, ")
+    assert summary.line(1.0) == "1 interrupted, nothing downloaded (1.0s)"
 
 
 @pytest.mark.parametrize(
