@@ -185,11 +185,9 @@ class Display:
         for key, transfer in shown.items():
             row = self._rows.get(key)
             if row is None:
-                from rich.markup import escape as escape_markup
-
-                # Escaped twice: for the terminal, then for rich's markup (`[/]` in a
-                # name would stop the bars; `[link=...]` would draw a hyperlink).
-                name = escape_markup(show(transfer.path, URL_MAX))
+                # Escaped for the terminal; the name column renders plain text, so `[/]`
+                # or `[link=...]` in a name is not rich markup.
+                name = show(transfer.path, URL_MAX)
                 self._rows[key] = progress.add_task(name, total=transfer.total,
                                                     completed=transfer.done)
             else:
