@@ -25,7 +25,7 @@ from .errors import (
     StateError,
     UsageError,
 )
-from .sources import Item, LineError, from_args, parse_checksums, read_lines
+from .sources import Item, LineError, from_args, parse_checksums, printable, read_lines
 
 if TYPE_CHECKING:
     from .config import Config
@@ -82,7 +82,7 @@ class HeaderType(click.ParamType):  # type: ignore[type-arg]  # generic from cli
 
 def _input_name(stream: IO[bytes]) -> str:
     name = getattr(stream, "name", "-")
-    return "-" if not isinstance(name, str) or name == "<stdin>" else name
+    return "-" if not isinstance(name, str) or name == "<stdin>" else printable(name)
 
 
 def _read(name: str, stream: IO[bytes]) -> Iterator[Item]:
@@ -111,13 +111,17 @@ def _items(urls: tuple[str, ...], inputs: tuple[IO[bytes], ...]) -> Iterator[Ite
     return itertools.chain.from_iterable(sources)
 
 
-def _load_checksums(stream: IO[str] | None) -> dict[str, str]:
+def _load_checksums(stream: IO[bytes] | None) -> dict[str, str]:
     if stream is None:
         return {}
+    name = _input_name(stream)
     try:
-        return parse_checksums(getattr(stream, "name", "checksums"), stream)
+        return parse_checksums(name, stream)
     except LineError as exc:
         raise click.BadParameter(str(exc), param_hint="'--checksums'") from exc
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {name}: {exc.strerror or exc}",
+                                 param_hint="'--checksums'") from exc
 
 
 class _Output:
@@ -287,7 +291,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               "GET), or overwrite it.")
 @click.option("--max-size", type=ParsedType("size", parse_size), metavar="SIZE",
               help="Fail an item (keeping nothing) past SIZE bytes, e.g. 500K, 2G.")
-@click.option("--checksums", type=click.File("r", encoding="utf-8"), metavar="FILE",
+@click.option("--checksums", type=click.File("rb"), metavar="FILE",
               help="sha256sum-format file of expected digests (HEX  NAME).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Concurrent downloads.")
@@ -349,7 +353,7 @@ def command(
     content_disposition: bool,
     if_exists: str,
     max_size: int | None,
-    checksums: IO[str] | None,
+    checksums: IO[bytes] | None,
     jobs: int,
     per_host: int,
     connect_timeout: float,

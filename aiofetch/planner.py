@@ -13,6 +13,7 @@ from .errors import StateError
 from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
 from .registry import RunClaimStore
+from .sources import LineError, check_path
 from .state import State
 from .storage import Listing, complete_stat, part_size
 
@@ -49,8 +50,24 @@ class Planner:
             self.claims.reserve_with(self.reserved)
 
     def plan(self, item: Job | BadLine) -> Planned | Result | None:
+        """What to do with `item`: a Planned fetch, a settled Result, or None (other shard).
+
+        Never raises for odd input: the parser should have refused what cannot be named,
+        but if naming or the claims still fail on an item (a Job built by an API caller,
+        say), that item fails on its own line and the run goes on.
+        """
         if isinstance(item, BadLine):
             return bad_line_result(item)
+        try:
+            if item.path is not None:
+                check_path(item.path)  # a Job from an API caller skipped the parser
+            return self._plan(item)
+        except LineError as exc:
+            return self._failed(item, str(exc))
+        except ValueError as exc:  # UnicodeError is one too: idna, surrogates
+            return self._failed(item, f"cannot plan this item: {str(exc)[:100]}")
+
+    def _plan(self, item: Job) -> Planned | Result | None:
         if self._config.content_disposition and item.path is None:
             first = self.claims.seen_unnamed(item.url, item.line)
             if not self._ours(item):
@@ -112,6 +129,11 @@ class Planner:
             return Planned(item, path, action, size, record.sha256, record.etag,
                            record.last_modified or http_date(existing.st_mtime))
         return Planned(item, path, action, size, modified=http_date(existing.st_mtime))
+
+    @staticmethod
+    def _failed(item: Job, reason: str) -> Result:
+        return Result(url=item.url, path=None, status=Status.FAILED, line=item.line,
+                      error=reason)
 
     @staticmethod
     def _duplicate(item: Job, path: str | None, first: str) -> Result:

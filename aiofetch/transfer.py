@@ -36,6 +36,7 @@ from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
 from .retry import parse_retry_after
 from .routes import Routes
+from .sources import url_problem
 from .state import State, Validators
 from .storage import PartFile, complete_size, part_size
 from .throttle import Throttle
@@ -181,9 +182,12 @@ class Download:
         self.ctx = ctx
         self.planned = planned
         self.key = key
+        # A Job from an API caller skipped the parser: what it refuses fails here, as
+        # does what yarl cannot parse (the first attempt says so), never the resolver.
+        self._bad_url = url_problem(planned.job.url)
         try:
-            self.parsed_url: URL | None = URL(planned.job.url)
-        except ValueError:  # aiohttp could not send it: the first attempt says so
+            self.parsed_url: URL | None = None if self._bad_url else URL(planned.job.url)
+        except ValueError:  # UnicodeError too
             self.parsed_url = None
         self.path = planned.path
         self.part: PartFile | None = None
@@ -347,7 +351,7 @@ class Download:
         """GET, following redirects; credentials go only to the origin they belong to."""
         config = self.ctx.config
         if self.parsed_url is None:
-            raise ItemError("invalid URL: cannot be sent as given")
+            raise ItemError(self._bad_url or "invalid URL: cannot be sent as given")
         url = self.parsed_url
         origin = url.origin()
         for _ in range(config.max_redirects + 1):
@@ -373,6 +377,9 @@ class Download:
             if url.scheme not in ("http", "https"):
                 raise ItemError(f"redirect to a non-http URL refused: {str(url)[:100]}",
                                 http_status=resp.status)
+            problem = url_problem(str(url))
+            if problem is not None:  # a bad host would fail in the resolver, uncaught
+                raise ItemError(f"bad redirect target: {problem}", http_status=resp.status)
         raise ItemError(f"too many redirects (more than {config.max_redirects})",
                         http_status=resp.status)
 

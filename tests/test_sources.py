@@ -300,7 +300,7 @@ def test_parse_checksums_sha256sum_format() -> None:
         f"{'3' * 64}   leading space\n",
         f"{'4' * 64}  *star\n",
     ]
-    assert parse_checksums("SHA256SUMS", lines) == {
+    assert parse_checksums("SHA256SUMS", [line.encode() for line in lines]) == {
         "a.txt": HEX,
         "bin/b.iso": HEX,
         "c/d.tar.gz": "1" * 64,
@@ -312,7 +312,8 @@ def test_parse_checksums_sha256sum_format() -> None:
 
 def test_parse_checksums_later_line_wins() -> None:
     """A name listed twice takes the later digest."""
-    assert parse_checksums("s", [f"{HEX}  a\n", f"{'f' * 64}  a\n"]) == {"a": "f" * 64}
+    assert parse_checksums("s", [f"{HEX}  a\n".encode(), f"{'f' * 64}  a\n".encode()]) == {
+        "a": "f" * 64}
 
 
 @pytest.mark.parametrize(
@@ -332,5 +333,44 @@ def test_parse_checksums_later_line_wins() -> None:
 def test_parse_checksums_bad_lines(lines: list[str], where: str) -> None:
     """A bad checksum line raises LineError naming `FILE:LINE`."""
     with pytest.raises(LineError) as info:
-        parse_checksums("sums", lines)
+        parse_checksums("sums", [line.encode() for line in lines])
     assert str(info.value).startswith(where + ":")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://h/a #note", Job("http://h/a", "f:1")),
+        ("http://h/a\t#note with words", Job("http://h/a", "f:1")),
+        ("http://h/a b.bin # why", Job("http://h/a", "f:1", path="b.bin")),
+        (f"http://h/a b.bin sha256={HEX} #c", Job("http://h/a", "f:1", path="b.bin", sha256=HEX)),
+        ("http://h/a#frag #note", Job("http://h/a#frag", "f:1")),
+        ("http://h/a name#1.bin", Job("http://h/a", "f:1", path="name#1.bin")),
+        ('{"url": "http://h/a", "path": "a #b"}', Job("http://h/a", "f:1", path="a #b")),
+    ],
+)
+def test_hash_after_whitespace_starts_a_comment(text: str, expected: Job) -> None:
+    """On a whitespace line `#` after whitespace starts a comment; inside a field (a URL's
+    fragment, a name) and on JSON lines it is data."""
+    assert parse_line(text, "f:1") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("http://h/a http://h/b", "second field looks like a URL"),
+        ("http://h/a HTTPS://h/b", "second field looks like a URL"),
+        ("http://h/a ftp://h/b", "second field looks like a URL"),
+        ("http://h/a name http://h/b", "third field looks like a URL"),
+        ("not a url", "not an http or https URL (no scheme)"),
+        ("example.com/a b.bin", "not an http or https URL (no scheme)"),
+        ("ftp://h/a b c d", "not an http or https URL (ftp)"),
+    ],
+)
+def test_fields_are_read_after_the_url_is_checked(text: str, reason: str) -> None:
+    """The first field must be a URL before anything else is read; a later field that
+    looks like a URL is refused (one URL per line), never saved as a path."""
+    item = parse_line(text, "f:1")
+    assert isinstance(item, BadLine)
+    assert reason in item.reason
+    assert "one URL per line" in item.reason or "looks like" not in reason
