@@ -83,6 +83,11 @@ def show(text: str, limit: int = URL_MAX) -> str:
     return clip(mask(text), limit)
 
 
+def quote(text: str, limit: int = 60) -> str:
+    """`text` in quotes inside a reason: escaped, at most `limit` characters within them."""
+    return f"'{clip(text, limit)}'"
+
+
 def item_message(where: str, url: str, reason: str | None) -> str:
     """`FILE:LINE: URL: reason` for a failed or retried item, every part bounded."""
     return (f"{show(where, WHERE_MAX)}: {show(url, URL_MAX)}: "

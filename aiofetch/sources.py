@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import BadLine, Job
+from .shown import quote
 
 Item = Job | BadLine
 
@@ -47,13 +48,6 @@ NAME_MAX = 255
 
 class LineError(ValueError):
     """Why a line (or one field of it) is not usable."""
-
-
-def shown(text: str, limit: int = 60) -> str:
-    """`text` quoted for a reason: escaped, and cut to `limit` characters."""
-    if len(text) <= limit:
-        return repr(text)
-    return repr(text[:limit]) + "..."
 
 
 def url_problem(url: str) -> str | None:
@@ -93,7 +87,7 @@ def _authority_problem(hostport: str) -> str | None:
         except ValueError:
             return "the host in brackets is not an IPv6 address"
         if after and not after.startswith(":"):
-            return f"{shown(after, 20)} after the IPv6 address"
+            return f"{quote(after, 20)} after the IPv6 address"
         return _port_problem(after[1:])
     host, _, port = hostport.partition(":")
     return _port_problem(port) or _host_problem(host)
@@ -103,7 +97,7 @@ def _port_problem(port: str) -> str | None:
     if not port:
         return None  # `http://h:/` is the default port, as RFC 3986 6.2.3 allows
     if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
-        return f"port {shown(port, 20)} is not 1-65535"
+        return f"port {quote(port, 20)} is not 1-65535"
     return None
 
 
@@ -149,28 +143,28 @@ def check_path(path: str) -> str:
     if _SURROGATE.search(path):  # a JSON `\ud800` escape: no file name can hold it
         raise LineError("path is not valid UTF-8 (a lone surrogate)")
     if path.startswith("/"):
-        raise LineError(f"path {shown(path)} is absolute")
+        raise LineError(f"path {quote(path)} is absolute")
     if path.endswith("/"):
-        raise LineError(f"path {shown(path)} names a directory")
+        raise LineError(f"path {quote(path)} names a directory")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise LineError(f"path {shown(path)} has a '..' component")
+        raise LineError(f"path {quote(path)} has a '..' component")
     if not parts:
-        raise LineError(f"path {shown(path)} names no file")
+        raise LineError(f"path {quote(path)} names no file")
     for part in parts:
         if len(part.encode("utf-8")) > NAME_MAX - len(PART_SUFFIX):
-            raise LineError(f"path component {shown(part, 40)} is too long")
+            raise LineError(f"path component {quote(part, 40)} is too long")
     if parts[-1].endswith(PART_SUFFIX):
-        raise LineError(f"path {shown(path)} ends in {PART_SUFFIX}, which aiofetch reserves")
+        raise LineError(f"path {quote(path)} ends in {PART_SUFFIX}, which aiofetch reserves")
     if len(parts) == 1 and parts[0] in RESERVED_NAMES:
-        raise LineError(f"path {shown(path)} is reserved for aiofetch's state")
+        raise LineError(f"path {quote(path)} is reserved for aiofetch's state")
     return "/".join(parts)
 
 
 def check_sha256(text: str) -> str:
     """Validate a hex SHA-256 digest and return it lower-cased."""
     if not _HEX64.fullmatch(text):
-        raise LineError(f"bad sha256 digest {shown(text)} (want 64 hex digits)")
+        raise LineError(f"bad sha256 digest {quote(text)} (want 64 hex digits)")
     return text.lower()
 
 
@@ -205,7 +199,7 @@ def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
     for name, value in raw.items():
         # CR/LF would split the request; surrogates cannot be encoded at all.
         if not _TOKEN.fullmatch(name) or _CONTROL.search(value) or _SURROGATE.search(value):
-            raise LineError(f"bad header {shown(name, 40)}")
+            raise LineError(f"bad header {quote(name, 40)}")
     return tuple(raw.items())
 
 
@@ -222,7 +216,7 @@ def _json_line(text: str, where: str) -> Job:
         raise LineError("JSON line must be an object")
     unknown = sorted(set(obj) - _JSON_KEYS)
     if unknown:
-        raise LineError(f"unknown key {shown(unknown[0], 40)} "
+        raise LineError(f"unknown key {quote(unknown[0], 40)} "
                         "(allowed: path, sha256, headers, url)")
     url = obj.get("url")
     if not isinstance(url, str):
@@ -253,7 +247,7 @@ def _field_line(text: str, where: str) -> Job:
             path = field
         else:
             # Only the PATH is positional; what follows it is KEY=VALUE.
-            raise LineError(f"bad digest field {shown(field)} (want sha256=HEX)")
+            raise LineError(f"bad digest field {quote(field)} (want sha256=HEX)")
     return _job(url, where, path, keyed.get("sha256"))
 
 
