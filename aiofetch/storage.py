@@ -370,13 +370,20 @@ class PartFile:
         self._hashed += size
 
     async def settle(self) -> None:
-        """Wait for the chunk in flight; its write error, if any, is raised here."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            try:
-                await pending
-            except OSError as exc:
-                raise _local(f"cannot write {self.name}", exc) from exc
+        """Wait for the chunk in flight; its write error, if any, is raised here.
+
+        A cancelled wait leaves the write in flight (a thread cannot be stopped) and
+        still pending, so the next settle, before any other write or the close, waits
+        for it: bytes stay in order and the descriptor stays open under it."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except OSError as exc:
+            self._pending = None
+            raise _local(f"cannot write {self.name}", exc) from exc
+        self._pending = None
 
     async def restart(self) -> None:
         """Throw away the bytes so far: the body starts again from zero."""

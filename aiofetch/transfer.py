@@ -451,26 +451,33 @@ class Download:
         unreported = 0
         sink, key, chunk_size = self.ctx.sink, self.key, config.chunk_size
         content = resp.content
-        async for chunk, _ in content.iter_chunks():
-            size = len(chunk)
-            if size < TINY_CHUNK:  # tiny HTTP chunks: take all that is buffered at once
-                chunk += content.read_nowait()
+        try:
+            async for chunk, _ in content.iter_chunks():
                 size = len(chunk)
-            if limit is not None and part.size + batched + size > limit:
-                raise SizeLimitError(f"body passed --max-size {limit} bytes",
-                                     http_status=resp.status)
-            batch.append(chunk)
-            batched += size
-            unreported += size
-            if throttle is not None:
-                await throttle.spend(size)
-            flush = batched >= chunk_size or len(batch) >= IOV_MAX or not part.busy()
-            if flush or unreported >= PROGRESS_STEP:
-                sink(TransferAdvanced(key, unreported))
-                unreported = 0
-            if flush:
+                if size < TINY_CHUNK:  # tiny HTTP chunks: take all that is buffered at once
+                    chunk += content.read_nowait()
+                    size = len(chunk)
+                if limit is not None and part.size + batched + size > limit:
+                    raise SizeLimitError(f"body passed --max-size {limit} bytes",
+                                         http_status=resp.status)
+                batch.append(chunk)
+                batched += size
+                unreported += size
+                if throttle is not None:
+                    await throttle.spend(size)
+                flush = batched >= chunk_size or len(batch) >= IOV_MAX or not part.busy()
+                if flush or unreported >= PROGRESS_STEP:
+                    sink(TransferAdvanced(key, unreported))
+                    unreported = 0
+                if flush:
+                    await part.write(batch)
+                    batch, batched = [], 0
+        except (aiohttp.ClientError, asyncio.TimeoutError, asyncio.CancelledError):
+            # Cut off, stalled or stopped: what was received (and counted) goes into the
+            # .part for the resume.
+            if batch:
                 await part.write(batch)
-                batch, batched = [], 0
+            raise
         if unreported:
             sink(TransferAdvanced(key, unreported))
         if batch:
@@ -580,7 +587,7 @@ def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:
         error = TransferError(f"timed out: {exc}")
     elif isinstance(exc, aiohttp.ClientProxyConnectionError):
         error = TransferError(f"cannot connect to proxy: {exc.os_error.strerror or exc}")
-    elif isinstance(exc, aiohttp.ClientConnectorError) and _unknown_host(exc.os_error):
+    elif isinstance(exc, aiohttp.ClientConnectorError) and is_unknown_host(exc.os_error):
         # NXDOMAIN or no address: asking again will not change the answer.
         error = ItemError(f"cannot resolve host {exc.host}: "
                           f"{exc.os_error.strerror or exc.os_error}")
@@ -605,6 +612,6 @@ _UNKNOWN_HOST = frozenset(
     if code is not None)
 
 
-def _unknown_host(error: OSError) -> bool:
+def is_unknown_host(error: OSError) -> bool:
     """Whether name resolution said, for good, that the host has no address."""
     return isinstance(error, socket.gaierror) and error.errno in _UNKNOWN_HOST
