@@ -16,7 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .config import DEFAULT_USER_AGENT, parse_rate, parse_shard, parse_size
+from .config import DEFAULT_USER_AGENT, parse_rate, parse_seconds, parse_shard, parse_size
 from .errors import (
     AiofetchError,
     CannotWriteError,
@@ -309,6 +309,15 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.option("--retry-wait", type=click.FloatRange(min=0), default=1.0, show_default=True,
               metavar="SECONDS", help="Backoff base: doubles per retry, with jitter, up to "
               "60 s; Retry-After wins.")
+@click.option("--max-time", type=ParsedType("seconds", parse_seconds), default=0.0,
+              show_default="no limit", metavar="SECONDS",
+              help="Most time one item may take in all, retries and waits included "
+              "(0: no limit); its .part is kept for a later run.")
+@click.option("--wait", type=ParsedType("seconds", parse_seconds), default=0.0,
+              show_default=True, metavar="SECONDS",
+              help="Start requests to one host at least this far apart (wget's --wait).")
+@click.option("--random-wait", is_flag=True,
+              help="Vary each --wait gap between 0.5 and 1.5 times SECONDS.")
 @click.option("--no-resume", is_flag=True,
               help="Start over instead of resuming .part files left by earlier runs.")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -361,6 +370,9 @@ def command(
     max_redirects: int,
     retries: int,
     retry_wait: float,
+    max_time: float,
+    wait: float,
+    random_wait: bool,
     no_resume: bool,
     state_file: Path | None,
     no_state: bool,
@@ -385,7 +397,7 @@ def command(
     URLs come from the arguments, from -i files, or from stdin when it is a pipe.
     """
 
-    from .config import Config, RetryPolicy
+    from .config import Config, Politeness, RetryPolicy
     from .progress import Display
 
     config = Config(
@@ -403,7 +415,8 @@ def command(
         max_redirects=max_redirects,
         headers=header,
         user_agent=user_agent,
-        retry=RetryPolicy(retries=retries, wait=retry_wait),
+        retry=RetryPolicy(retries=retries, wait=retry_wait, max_time=max_time or None),
+        politeness=Politeness(wait=wait, random_wait=random_wait),
         resume=not no_resume,
         state=state_file,
         use_state=not no_state,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,25 @@ class RetryPolicy:
     cap: float = 60.0
     # A Retry-After longer than this is not waited for: the item fails with that reason.
     max_retry_after: float = 300.0
+    # Seconds one item may take in all (attempts and waits), or None for no limit.
+    max_time: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_time is not None and not (0 < self.max_time < math.inf):
+            raise ValueError("max_time must be a positive number of seconds, or None")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Politeness:
+    """How gently one host is asked: requests to it start at least `wait` seconds apart
+    (each gap drawn from 0.5-1.5 x `wait` with `random_wait`, as wget does)."""
+
+    wait: float = 0.0
+    random_wait: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.wait < math.inf:
+            raise ValueError("wait must be 0 or a positive number of seconds")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +68,7 @@ class Config:
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = DEFAULT_USER_AGENT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    politeness: Politeness = field(default_factory=Politeness)
     resume: bool = True
     # The state journal: None means DIR/.aiofetch.db; use_state=False runs without one.
     state: Path | None = None
@@ -116,3 +137,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {text!r} needs 0 <= K < N")
     return shard
+
+
+def parse_seconds(text: str) -> float:
+    """Parse a duration in seconds (`0.5`, `30`): a finite number, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
+    return seconds

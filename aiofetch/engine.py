@@ -17,6 +17,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Coroutine,
     Iterable,
     Sequence,
@@ -27,7 +28,14 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .config import Config
-from .errors import AiofetchError, CannotWriteError, ItemError, LocalError, UsageError
+from .errors import (
+    AiofetchError,
+    CannotWriteError,
+    ItemError,
+    LocalError,
+    TransferError,
+    UsageError,
+)
 from .events import EventSink, InputDone, ItemSeen, ItemSettled, Retrying, discard
 from .feed import ThreadFeed
 from .lock import DirLock
@@ -41,7 +49,7 @@ from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
 from .storage import open_root
 from .throttle import Throttle
-from .transfer import Context, Download
+from .transfer import Context, Download, Outcome
 
 T = TypeVar("T")
 Item = str | Job | BadLine
@@ -138,7 +146,8 @@ class _Run:
         self.context = context
         self.id = new_run_id()
         self.planner = Planner(config, context.root_fd, context.claims, context.state)
-        self.gate = HostGate()
+        self.gate = HostGate(spacing=config.politeness.wait,
+                             jitter=config.politeness.random_wait)
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=4 * config.jobs)
         self.keys = itertools.count()
@@ -240,13 +249,14 @@ class _Run:
             self.sink(Retrying(key, job.url, job.line, attempt, delay, str(error)))
 
         try:
-            outcome = await with_retries(download.attempt, self.config.retry,
-                                         host=download.host, gate=self.gate,
-                                         on_retry=on_retry)
+            outcome = await self._attempts(download, on_retry)
         except ItemError as exc:
             await download.settle_part(keep=exc.transient)
             self._count_write_failure(exc)
-            failed = result(Status.FAILED, error=str(exc),
+            error = str(exc)
+            if download.attempts > 1:
+                error += f" after {download.attempts} attempts"
+            failed = result(Status.FAILED, error=error,
                             http_status=exc.http_status or download.http_status)
             self.record(failed)
             return failed
@@ -262,6 +272,23 @@ class _Run:
                       sha256=outcome.sha256)
         self.record(done, outcome.validators)
         return done
+
+    async def _attempts(self, download: Download,
+                        on_retry: Callable[[int, float, ItemError], None]) -> Outcome:
+        """The item's attempts and the waits between them, within --max-time if set."""
+        policy = self.config.retry
+        attempts = with_retries(download.attempt, policy, host=download.host,
+                                gate=self.gate, on_retry=on_retry)
+        if policy.max_time is None:
+            return await attempts
+        try:
+            return await asyncio.wait_for(attempts, policy.max_time)
+        except asyncio.TimeoutError as exc:  # attempts convert their own timeouts
+            # Like a stall: the bytes so far are kept for a resume, but the time is spent.
+            error = TransferError(f"took longer than --max-time {policy.max_time:g}s",
+                                  http_status=download.http_status)
+            error.path = download.path
+            raise error from exc
 
     def _count_write_failure(self, exc: ItemError) -> None:
         if not (isinstance(exc, LocalError) and exc.errno in _CANNOT_WRITE):

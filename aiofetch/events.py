@@ -39,7 +39,7 @@ class TransferStarted:
 
 @dataclass(frozen=True, slots=True)
 class TransferAdvanced:
-    """`nbytes` more body bytes of item `key` were written."""
+    """`nbytes` more body bytes of item `key` were received."""
 
     key: int
     nbytes: int

@@ -49,13 +49,24 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 class HostGate:
-    """Pauses per host: a Retry-After from one item holds back every item for that host."""
+    """Who may send a request to a host, and when.
+
+    Pauses: a Retry-After from one item holds back every item for that host. Spacing
+    (`--wait`): requests to one host start at least `spacing` seconds apart, each gap
+    drawn from 0.5-1.5 x `spacing` when `jitter` is on (wget's --random-wait).
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 sleep: Sleep = asyncio.sleep, *, spacing: float = 0.0,
+                 jitter: bool = False, rand: Callable[[], float] = random.random) -> None:
         self._clock = clock
         self._sleep = sleep
         self._until: dict[str, float] = {}
+        self._spacing = spacing
+        self._jitter = jitter
+        self._rand = rand
+        self._next: dict[str, float] = {}  # earliest start of the host's next request
+        self._prune_at = 1024
 
     def pause(self, host: str, seconds: float) -> None:
         until = self._clock() + seconds
@@ -65,10 +76,28 @@ class HostGate:
     def remaining(self, host: str) -> float:
         return max(0.0, self._until.get(host, 0.0) - self._clock())
 
+    def gap(self) -> float:
+        """Seconds between two requests to one host (drawn anew each time with jitter)."""
+        return self._spacing * (0.5 + self._rand()) if self._jitter else self._spacing
+
     async def wait(self, host: str) -> None:
-        while (left := self.remaining(host)) > 0:
+        """Return when a request to `host` may start now (and count it as started)."""
+        while True:
+            left = self.remaining(host)
+            if self._spacing:
+                left = max(left, self._next.get(host, 0.0) - self._clock())
+            if left <= 0:
+                break
             await self._sleep(left)
+        # No await from the check to here: of several waiters woken together, the first
+        # takes the turn and the others sleep again.
         self._until.pop(host, None)
+        if self._spacing:
+            now = self._clock()
+            if len(self._next) >= self._prune_at:  # many hosts: keep only pending turns
+                self._next = {name: at for name, at in self._next.items() if at > now}
+                self._prune_at = max(1024, 2 * len(self._next))
+            self._next[host] = now + self.gap()
 
 
 class RetryAfterTooLong(ItemError):

@@ -25,6 +25,12 @@ from .sources import PART_SUFFIX
 # and GIL hand-offs, than the ~50 us of syscalls it kept off the loop.
 INLINE_BODY = 64 * 1024
 
+# The most buffers one writev takes (Linux: 1024); more fail with EINVAL.
+try:
+    IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
+except (AttributeError, OSError, ValueError):
+    IOV_MAX = 1024
+
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -231,19 +237,25 @@ class PartFile:
             fd = os.open(self._part, flags, 0o666, dir_fd=self._dir_fd)
         return fd
 
-    def _absorb(self, fd: int, data: bytes) -> None:
+    @staticmethod
+    def _absorb_bytes(fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
+
+    def _absorb(self, fd: int, data: bytes) -> None:
+        self._absorb_bytes(fd, data)
         for digest in self._hashes.values():
             digest.update(data)
 
     def _absorb_all(self, fd: int, chunks: list[bytes]) -> None:
-        """The chunks as they came off the socket: one writev, no joining copy."""
-        written = os.writev(fd, chunks)
-        expected = sum(map(len, chunks))
-        if written < expected:  # a short write (disk nearly full, a signal): the rest
-            self._absorb(fd, b"".join(chunks)[written:])
+        """The chunks as they came off the socket: one writev per IOV_MAX of them, no
+        joining copy (a server sending tiny chunks gives many buffers per batch)."""
+        for start in range(0, len(chunks), IOV_MAX):
+            some = chunks[start:start + IOV_MAX] if len(chunks) > IOV_MAX else chunks
+            written = os.writev(fd, some)
+            if written < sum(map(len, some)):  # short (disk nearly full, a signal): the rest
+                self._absorb_bytes(fd, b"".join(some)[written:])
         for digest in self._hashes.values():
             for chunk in chunks:
                 digest.update(chunk)
@@ -358,13 +370,20 @@ class PartFile:
         self._hashed += size
 
     async def settle(self) -> None:
-        """Wait for the chunk in flight; its write error, if any, is raised here."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            try:
-                await pending
-            except OSError as exc:
-                raise _local(f"cannot write {self.name}", exc) from exc
+        """Wait for the chunk in flight; its write error, if any, is raised here.
+
+        A cancelled wait leaves the write in flight (a thread cannot be stopped) and
+        still pending, so the next settle, before any other write or the close, waits
+        for it: bytes stay in order and the descriptor stays open under it."""
+        pending = self._pending
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except OSError as exc:
+            self._pending = None
+            raise _local(f"cannot write {self.name}", exc) from exc
+        self._pending = None
 
     async def restart(self) -> None:
         """Throw away the bytes so far: the body starts again from zero."""
