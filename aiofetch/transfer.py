@@ -350,15 +350,23 @@ class Download:
             raise ItemError("invalid URL: cannot be sent as given")
         url = self.parsed_url
         origin = url.origin()
+        if config.user is not None and not _has(headers, "authorization"):
+            # -u: bound to the item's own origin, like -H Authorization (RFC 7617, UTF-8).
+            user, password = config.user
+            headers = {**headers, "Authorization": aiohttp.BasicAuth(
+                user, password, encoding="utf-8").encode()}
+        routes = self.ctx.routes
         for _ in range(config.max_redirects + 1):
             same_origin = url.origin() == origin
             sent = headers if same_origin else {
                 k: v for k, v in headers.items() if k.lower() not in _SENSITIVE}
-            routes = self.ctx.routes
-            if not any(name.lower() == "authorization" for name in sent):
+            if not _has(sent, "authorization"):
                 login = routes.login(url)  # ~/.netrc: per host, so never to another one
                 if login is not None:
                     sent = {**sent, "Authorization": login}
+            jar_cookie = routes.cookie(url)  # --load-cookies: matched per hop URL
+            if jar_cookie is not None:
+                sent = _add_cookie(sent, jar_cookie)
             resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
                                               proxy=routes.proxy(url))
             location = resp.headers.get("Location")
@@ -535,6 +543,18 @@ class Download:
             self._recorded = False
             with contextlib.suppress(StateError):  # a stale record is harmless
                 self.ctx.state.forget_part(self.path)
+
+
+def _has(headers: dict[str, str], name: str) -> bool:
+    return any(key.lower() == name for key in headers)
+
+
+def _add_cookie(headers: dict[str, str], cookie: str) -> dict[str, str]:
+    """`headers` with `cookie` joined to a Cookie header already there (-H Cookie)."""
+    merged = {k: v for k, v in headers.items() if k.lower() != "cookie"}
+    given = [v for k, v in headers.items() if k.lower() == "cookie"]
+    merged["Cookie"] = "; ".join([*given, cookie])
+    return merged
 
 
 def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:
