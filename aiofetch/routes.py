@@ -58,8 +58,7 @@ class Routes:
             found = self._netrc.authenticators(host) if self._netrc is not None else None
             self._logins[host] = None
             if found is not None:
-                pair = f"{found[0]}:{found[2] or ''}".encode()
-                self._logins[host] = "Basic " + base64.b64encode(pair).decode("ascii")
+                self._logins[host] = basic_auth(found[0], found[2] or "")
         return self._logins[host]
 
     def cookie(self, url: URL) -> str | None:
@@ -77,6 +76,13 @@ class Routes:
         request = urllib.request.Request(str(url))
         jar.add_cookie_header(request)
         return request.get_header("Cookie")
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An Authorization value for Basic auth (RFC 7617, UTF-8). aiohttp.BasicAuth is
+    deprecated, and its replacement is newer than the aiohttp we support."""
+    pair = f"{user}:{password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _policy() -> http.cookiejar.DefaultCookiePolicy:

@@ -35,7 +35,7 @@ from .events import EventSink, TransferAdvanced, TransferStarted
 from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
 from .retry import parse_retry_after
-from .routes import Routes
+from .routes import Routes, basic_auth
 from .state import State, Validators
 from .storage import PartFile, complete_size, part_size
 from .throttle import Throttle
@@ -353,8 +353,7 @@ class Download:
         if config.user is not None and not _has(headers, "authorization"):
             # -u: bound to the item's own origin, like -H Authorization (RFC 7617, UTF-8).
             user, password = config.user
-            headers = {**headers, "Authorization": aiohttp.BasicAuth(
-                user, password, encoding="utf-8").encode()}
+            headers = {**headers, "Authorization": basic_auth(user, password)}
         routes = self.ctx.routes
         for _ in range(config.max_redirects + 1):
             same_origin = url.origin() == origin
@@ -367,8 +366,18 @@ class Download:
             jar_cookie = routes.cookie(url)  # --load-cookies: matched per hop URL
             if jar_cookie is not None:
                 sent = _add_cookie(sent, jar_cookie)
-            resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
-                                              proxy=routes.proxy(url))
+            try:
+                resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
+                                                  proxy=routes.proxy(url))
+            except aiohttp.ClientConnectorError as exc:
+                if url.scheme == "https" and isinstance(exc.os_error, ConnectionResetError):
+                    # The TCP connect succeeded: the TLS handshake was cut off. A server
+                    # that wants a client certificate does this when none is offered
+                    # (asyncio's, for one, aborts without sending its TLS alert).
+                    raise TransferError(
+                        "TLS error: the server reset the connection during the handshake "
+                        "(does it require a client certificate? see --cert)") from exc
+                raise
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or location is None:
                 return resp
