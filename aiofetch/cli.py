@@ -68,7 +68,8 @@ Exit status:
 
 
 class Command(click.Command):
-    """click's Command, refusing NaN and infinity for every number of seconds or size."""
+    """click's Command, refusing NaN and infinity for every float option (FloatRange
+    lets them through: every comparison with NaN is false)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         rest = super().parse_args(ctx, args)
