@@ -121,10 +121,16 @@ def load_cookies(path: Path) -> http.cookiejar.CookieJar:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UsageError(f"cannot use --load-cookies {str(path)!r}: {reason}") from exc
-    for cookie in jar:
+    for cookie in list(jar):
         if cookie.expires == 0:  # curl and wget write session cookies with expiry 0
             cookie.expires = None
             cookie.discard = True
+        if "." not in cookie.domain:
+            # The policy compares a dotless host (localhost) as HOST.local (RFC 2965's
+            # effective host name): name the cookie's domain the same way.
+            jar.clear(cookie.domain, cookie.path, cookie.name)
+            cookie.domain += ".local"
+            jar.set_cookie(cookie)
     jar.clear_expired_cookies()
     return jar
 

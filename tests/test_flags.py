@@ -138,6 +138,7 @@ async def test_redirect_to_an_unnamed_host_carries_no_cookie(
         ("http://example.com/docsify", ["host=1", "wide=1"]),  # a path prefix ends at '/'
         ("http://notexample.com/", []),
         ("http://example.org/", []),
+        ("http://localhost:8080/", ["local=1"]),  # a dotless host
     ],
 )
 def test_cookie_matching_table(tmp_path: Path, url: str, expected: list[str]) -> None:
@@ -149,6 +150,7 @@ def test_cookie_matching_table(tmp_path: Path, url: str, expected: list[str]) ->
         ".example.com TRUE / FALSE FAR wide 1",
         "example.com FALSE / TRUE FAR safe 1",
         "example.com FALSE /docs FALSE FAR docs 1",
+        "localhost FALSE / FALSE 0 local 1",
     ))
     header = Routes(cookies=jar).cookie(URL(url))
     sent = header.split("; ") if header is not None else []
