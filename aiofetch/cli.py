@@ -7,6 +7,7 @@ the command, so `--help` and `--version` start fast.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -14,9 +15,18 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from . import __version__
-from .config import DEFAULT_USER_AGENT, parse_rate, parse_seconds, parse_shard, parse_size
+from .config import (
+    DEFAULT_USER_AGENT,
+    parse_max_size,
+    parse_proxy,
+    parse_rate,
+    parse_seconds,
+    parse_shard,
+    parse_user,
+)
 from .errors import (
     AiofetchError,
     CannotWriteError,
@@ -36,14 +46,60 @@ Examples:
   aiofetch https://example.com/a.iso https://example.com/b.iso
   aiofetch -i urls.txt -d mirror/ --layout tree
   grep '\\.pdf$' links.txt | aiofetch -d pdfs/ --json | jq -r 'select(.status=="failed").url'
-  aiofetch -i list.txt --checksums SHA256SUMS --max-size 2G -j 32
+  aiofetch -i list.txt --checksums SHA256SUMS --max-size 2G -j 32 --per-host 8
+  aiofetch -u me:secret --load-cookies cookies.txt https://example.com/private.zip
 
 \b
 Input lines: URL [PATH [sha256=HEX]], or one JSON object per line
 ({"url": ..., "path": ..., "sha256": ..., "headers": {...}}); '#' starts a comment.
+-j is downloads at once across all hosts; each host also gets at most --per-host
+(default 6), so -j 32 needs --per-host 32 to run 32 at once from a single host.
 Every option can also be set as AIOFETCH_<OPTION>, e.g. AIOFETCH_JOBS=32.
-Exit status: 0 all ok or skipped, 1 some item failed, 2 usage error.
+
+\b
+Exit status:
+  0    every item ok, skipped or not modified (or nothing to do)
+  1    some item failed
+  2    usage error: a bad option, an input file that cannot be read, or a DIR
+       that cannot be a directory (a file stands at it or above it)
+  75   DIR is locked by another run
+  130  interrupted by SIGINT (Ctrl-C)
+  143  terminated by SIGTERM
 """
+
+
+class Command(click.Command):
+    """click's Command, refusing NaN and infinity for every float option (FloatRange
+    lets them through: every comparison with NaN is false)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        for param in self.get_params(ctx):
+            value = ctx.params.get(param.name or "")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise click.BadParameter(f"{value} is not a finite number", ctx, param)
+        return rest
+
+
+def _destination(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """DIR must be a directory or creatable as one: a file at DIR or above it is a usage
+    error (exit 2), however deep DIR lies. What the OS refuses later (permissions, a
+    read-only disk) fails the run instead (exit 1)."""
+    probe = value
+    while True:
+        try:
+            is_dir = probe.is_dir()
+            exists = is_dir or probe.exists()
+        except OSError:
+            return value  # the run will say why
+        if is_dir:
+            return value
+        if exists:
+            raise click.BadParameter(
+                f"{str(value)!r} cannot be a directory: {str(probe)!r} is a file", ctx, param)
+        if probe.parent == probe:
+            return value
+        probe = probe.parent
 
 
 class ParsedType(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.2
@@ -268,6 +324,7 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 
 
 @click.command(
+    cls=Command,
     epilog=EPILOG,
     context_settings={
         "auto_envvar_prefix": "AIOFETCH",
@@ -278,9 +335,10 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
 @click.argument("urls", nargs=-1, metavar="[URL]...")
 @click.option("-i", "--input-file", multiple=True, type=click.File("rb"), metavar="FILE",
               help="URL list, one item a line; '-' is stdin. Repeatable.")
-@click.option("-d", "--dir", "dest_dir", envvar="AIOFETCH_DIR", default=".", show_default=True,
-              metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
-              help="Destination root; created if missing.")
+@click.option("-d", "--dir", "-P", "--directory-prefix", "dest_dir", envvar="AIOFETCH_DIR",
+              default=".", show_default=True, metavar="DIR",
+              type=click.Path(file_okay=False, path_type=Path), callback=_destination,
+              help="Destination root; created if missing. -P/--directory-prefix as in wget.")
 @click.option("--layout", type=click.Choice(["flat", "tree"]), default="flat", show_default=True,
               help="flat: last URL segment; tree: HOST/PATH like wget -x.")
 @click.option("--content-disposition", is_flag=True,
@@ -289,7 +347,9 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               default="skip", show_default=True,
               help="A file already there: skip it (no request), update it (conditional "
               "GET), or overwrite it.")
-@click.option("--max-size", type=ParsedType("size", parse_size), metavar="SIZE",
+@click.option("-N", "--timestamping", is_flag=True,
+              help="Same as --if-exists update (wget's -N).")
+@click.option("--max-size", type=ParsedType("size", parse_max_size), metavar="SIZE",
               help="Fail an item (keeping nothing) past SIZE bytes, e.g. 500K, 2G.")
 @click.option("--checksums", type=click.File("rb"), metavar="FILE",
               help="sha256sum-format file of expected digests (HEX  NAME).")
@@ -320,24 +380,38 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
               help="Vary each --wait gap between 0.5 and 1.5 times SECONDS.")
 @click.option("--no-resume", is_flag=True,
               help="Start over instead of resuming .part files left by earlier runs.")
+@click.option("-c", "--continue", "continue_", is_flag=True,
+              help="Resume .part files (already the default; accepted for wget/curl habits).")
 @click.option("--state", "state_file", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="State journal (default DIR/.aiofetch.db).")
 @click.option("--no-state", is_flag=True, help="Keep no state journal.")
 @click.option("--lock/--no-lock", default=True, show_default=True,
               help="Take a lock on DIR; a second run on it exits 75 at once.")
-@click.option("--rate-limit", type=ParsedType("rate", parse_rate), metavar="RATE",
-              help="Overall bytes/s across all downloads, e.g. 500K, 10M.")
+@click.option("--rate-limit", "--limit-rate", "rate_limit", type=ParsedType("rate", parse_rate),
+              metavar="RATE",
+              help="Overall bytes/s across all downloads, e.g. 500K, 10M. --limit-rate as "
+              "in curl and wget.")
 @click.option("--shard", type=ParsedType("shard", parse_shard), metavar="K/N",
               help="Take only items whose URL's SHA-1 mod N is K (K = 0..N-1 on N machines).")
-@click.option("--proxy", metavar="URL",
+@click.option("--proxy", type=ParsedType("url", parse_proxy), metavar="URL",
               help="Proxy for every request (HTTP_PROXY, HTTPS_PROXY, NO_PROXY are honoured "
               "without it).")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="FILE", help="Verify TLS certificates against the CAs in FILE.")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="TLS client certificate (PEM), with its key unless --key.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Private key (PEM, no passphrase) for --cert.")
+@click.option("-u", "--user", type=ParsedType("user", parse_user), metavar="USER:PASS",
+              help="Basic auth, sent only to each URL's own origin (never after a redirect "
+              "to another). AIOFETCH_USER keeps it out of ps.")
+@click.option("--load-cookies", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="Netscape cookies.txt (as curl -b, wget, aria2c read it); "
+              "each cookie goes only where its domain, path and secure flag match.")
 @click.option("-H", "--header", multiple=True, type=HeaderType(),
               help="Extra request header 'Name: value'. Repeatable.")
-@click.option("--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
+@click.option("-U", "--user-agent", default=DEFAULT_USER_AGENT, show_default=True,
               help="User-Agent header.")
 @click.option("--progress", type=click.Choice(["auto", "bar", "plain", "none"]), default="auto",
               show_default=True,
@@ -361,6 +435,7 @@ def command(
     layout: str,
     content_disposition: bool,
     if_exists: str,
+    timestamping: bool,
     max_size: int | None,
     checksums: IO[bytes] | None,
     jobs: int,
@@ -374,6 +449,7 @@ def command(
     wait: float,
     random_wait: bool,
     no_resume: bool,
+    continue_: bool,
     state_file: Path | None,
     no_state: bool,
     lock: bool,
@@ -382,6 +458,10 @@ def command(
     proxy: str | None,
     insecure: bool,
     ca_bundle: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    user: tuple[str, str] | None,
+    load_cookies: Path | None,
     header: tuple[tuple[str, str], ...],
     user_agent: str,
     progress: str,
@@ -400,6 +480,15 @@ def command(
     from .config import Config, Politeness, RetryPolicy
     from .progress import Display
 
+    ctx = click.get_current_context()
+    if timestamping:
+        if if_exists != "update" and _given(ctx, "if_exists"):
+            raise click.UsageError(f"-N/--timestamping contradicts --if-exists {if_exists}")
+        if_exists = "update"
+    if continue_ and no_resume:
+        raise click.UsageError("-c/--continue contradicts --no-resume")
+    if key is not None and cert is None:
+        raise click.UsageError("--key needs --cert (the certificate it belongs to)")
     config = Config(
         dest=dest_dir,
         layout="tree" if layout == "tree" else "flat",
@@ -426,6 +515,10 @@ def command(
         proxy=proxy,
         insecure=insecure,
         ca_bundle=ca_bundle,
+        cert=cert,
+        key=key,
+        user=user,
+        cookies=load_cookies,
     )
     items = _items(urls, input_file)
     mode = "none" if quiet or no_progress else progress
@@ -489,6 +582,45 @@ def _stderr_is_terminal() -> bool:
     return Console(stderr=True).is_terminal
 
 
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set `name` (on the command line or in the environment)."""
+    return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+
+
+def _envvar(param: click.Parameter, ctx: click.Context) -> str | None:
+    """The environment variable a parameter's value came from, if it came from one."""
+    if param.name is None or ctx.get_parameter_source(param.name) is not \
+            ParameterSource.ENVIRONMENT:
+        return None
+    declared = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+    for name in declared:
+        if os.environ.get(name):
+            return name
+    return f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
+
+
+def usage_line(exc: click.ClickException) -> str:
+    """A click error as one line: what was wrong and which flag (or variable) said it."""
+    if isinstance(exc, click.BadParameter) and exc.param is not None and exc.ctx is not None:
+        name = _envvar(exc.param, exc.ctx)
+        if name is not None:
+            exc.param_hint = f"{name} (from the environment)"
+    message = " ".join(part.strip() for part in exc.format_message().splitlines()
+                       if part.strip())
+    if isinstance(exc, click.UsageError):
+        message += " (see --help)"
+    return f"aiofetch: error: {message}"
+
+
 def main() -> None:
-    """Console-script entry point."""
-    command(prog_name="aiofetch")
+    """Console-script entry point: click's errors come out as one line on stderr (click
+    prints four: usage, a hint, a blank line and the error)."""
+    try:
+        status = command.main(prog_name="aiofetch", standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:  # Ctrl-C before the run began
+        click.echo("aiofetch: interrupted", err=True)
+        sys.exit(ExitStatus.SIGINT)
+    sys.exit(status if isinstance(status, int) else ExitStatus.OK)

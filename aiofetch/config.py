@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,10 @@ class Config:
     max_redirects: int = 20
     headers: tuple[tuple[str, str], ...] = ()
     user_agent: str = DEFAULT_USER_AGENT
+    # -u USER:PASS: Basic auth, sent only to each item's own origin (as -H Authorization).
+    user: tuple[str, str] | None = None
+    # A Netscape cookies.txt; each cookie goes only where its domain, path and flags match.
+    cookies: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     politeness: Politeness = field(default_factory=Politeness)
     resume: bool = True
@@ -77,6 +82,9 @@ class Config:
     proxy: str | None = None
     insecure: bool = False
     ca_bundle: Path | None = None
+    # TLS client certificate (PEM), and its key when the certificate file holds none.
+    cert: Path | None = None
+    key: Path | None = None
     # (K, N): take only the items whose URL's SHA-1, as an integer, is K modulo N.
     shard: tuple[int, int] | None = None
     # Bytes per second across all transfers, or None for no limit.
@@ -94,6 +102,10 @@ class Config:
             raise ValueError("shard K/N needs 0 <= K < N")
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError("rate_limit must be at least 1 byte/s")
+        if self.max_size is not None and self.max_size < 1:
+            raise ValueError("max_size must be at least 1 byte")
+        if self.key is not None and self.cert is None:
+            raise ValueError("a client key needs its certificate (cert)")
 
     @property
     def state_path(self) -> Path | None:
@@ -148,3 +160,43 @@ def parse_seconds(text: str) -> float:
     if not 0 <= seconds < math.inf:
         raise ValueError(f"{text!r} is not a number of seconds (0 or more)")
     return seconds
+
+
+def parse_max_size(text: str) -> int:
+    """A --max-size: a size of at least one byte (0 would fail every item)."""
+    size = parse_size(text)
+    if size < 1:
+        raise ValueError(f"{text!r} is below 1 byte (no file would be kept)")
+    return size
+
+
+def parse_user(text: str) -> tuple[str, str]:
+    """`USER:PASS` (split at the first colon, as curl -u does) -> (user, password)."""
+    user, sep, password = text.partition(":")
+    if not sep:
+        raise ValueError("want USER:PASS (aiofetch never prompts for a password)")
+    if not user:
+        raise ValueError("the user name before ':' is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("control characters are not allowed")
+    return user, password
+
+
+def parse_proxy(text: str) -> str:
+    """A --proxy: an http:// or https:// URL with a host. SOCKS is refused: aiohttp
+    would speak HTTP to a SOCKS proxy."""
+    value = text.strip()
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port  # a bad port raises here
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a proxy URL ({exc})") from None
+    scheme = parts.scheme.lower()
+    if scheme.startswith("socks"):
+        raise ValueError(f"{text!r}: SOCKS proxies are not supported (aiohttp speaks only "
+                         "HTTP to a proxy); use an http:// or https:// proxy")
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not a proxy URL (want http://HOST:PORT)")
+    if port == 0:
+        raise ValueError(f"{text!r}: port 0 is not a proxy's port")
+    return value

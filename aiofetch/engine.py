@@ -44,7 +44,7 @@ from .naming import Claims
 from .planner import Planner
 from .registry import RunClaimStore
 from .retry import HostGate, with_retries
-from .routes import Routes
+from .routes import Routes, load_cookies
 from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
 from .storage import open_root
@@ -88,14 +88,42 @@ def make_session(config: Config) -> aiohttp.ClientSession:
 
 
 def _tls(config: Config) -> ssl.SSLContext | bool:
-    if config.insecure:
-        return False
-    if config.ca_bundle is None:
-        return True
+    """aiohttp's default context unless a CA bundle or client certificate is given."""
+    if config.cert is None:
+        if config.insecure:
+            return False
+        if config.ca_bundle is None:
+            return True
     try:
-        return ssl.create_default_context(cafile=str(config.ca_bundle))
+        context = ssl.create_default_context(
+            cafile=str(config.ca_bundle) if config.ca_bundle is not None else None)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"cannot use --ca-bundle {str(config.ca_bundle)!r}: {exc}") from exc
+    if config.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if config.cert is not None:
+        key = str(config.key) if config.key is not None else None
+        try:
+            # No passphrase prompt: a run under cron has no one to answer it.
+            context.load_cert_chain(str(config.cert), key, password=_no_passphrase)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            named = f"--cert {str(config.cert)!r}" + (
+                f" / --key {key!r}" if key is not None else "")
+            raise UsageError(f"cannot use {named}: {_tls_reason(exc)}") from exc
+    return context
+
+
+def _no_passphrase() -> str:
+    raise ValueError("the key is encrypted (aiofetch takes keys without a passphrase)")
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 async def _as_jobs(items: Items) -> AsyncIterator[Job | BadLine]:
@@ -328,6 +356,7 @@ async def download(
     generator ends.
     """
     config = config or Config()
+    cookies = load_cookies(config.cookies) if config.cookies is not None else None
     root_fd = open_root(config.dest)
     resources = contextlib.ExitStack()
     tasks: list[asyncio.Task[None]] = []
@@ -346,7 +375,7 @@ async def download(
         throttle = Throttle(config.rate_limit) if config.rate_limit else None
         async with make_session(config) as session:
             context = Context(config, session, root_fd, claims, sink, state, throttle,
-                              Routes(config.proxy))
+                              Routes(config.proxy, cookies))
             run = _Run(config, sink, context)
             run.feeder = asyncio.create_task(run.feed(items))
             tasks.append(run.feeder)

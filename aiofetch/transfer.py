@@ -36,7 +36,7 @@ from .events import EventSink, TransferAdvanced, TransferStarted
 from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
 from .retry import parse_retry_after
-from .routes import Routes
+from .routes import Routes, basic_auth
 from .sources import url_problem
 from .state import State, Validators
 from .storage import IOV_MAX, PartFile, complete_size, part_size
@@ -366,17 +366,34 @@ class Download:
             raise ItemError(self._bad_url or "invalid URL: cannot be sent as given")
         url = self.parsed_url
         origin = url.origin()
+        if config.user is not None and not _has(headers, "authorization"):
+            # -u: bound to the item's own origin, like -H Authorization (RFC 7617, UTF-8).
+            user, password = config.user
+            headers = {**headers, "Authorization": basic_auth(user, password)}
+        routes = self.ctx.routes
         for _ in range(config.max_redirects + 1):
             same_origin = url.origin() == origin
             sent = headers if same_origin else {
                 k: v for k, v in headers.items() if k.lower() not in _SENSITIVE}
-            routes = self.ctx.routes
-            if not any(name.lower() == "authorization" for name in sent):
+            if not _has(sent, "authorization"):
                 login = routes.login(url)  # ~/.netrc: per host, so never to another one
                 if login is not None:
                     sent = {**sent, "Authorization": login}
-            resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
-                                              proxy=routes.proxy(url))
+            jar_cookie = routes.cookie(url)  # --load-cookies: matched per hop URL
+            if jar_cookie is not None:
+                sent = _add_cookie(sent, jar_cookie)
+            try:
+                resp = await self.ctx.session.get(url, headers=sent, allow_redirects=False,
+                                                  proxy=routes.proxy(url))
+            except aiohttp.ClientConnectorError as exc:
+                if url.scheme == "https" and isinstance(exc.os_error, ConnectionResetError):
+                    # The TCP connect succeeded: the TLS handshake was cut off. A server
+                    # that wants a client certificate does this when none is offered
+                    # (asyncio's, for one, aborts without sending its TLS alert).
+                    raise TransferError(
+                        "TLS error: the server reset the connection during the handshake "
+                        "(does it require a client certificate? see --cert)") from exc
+                raise
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or location is None:
                 return resp
@@ -579,6 +596,18 @@ class Download:
             self._recorded = False
             with contextlib.suppress(StateError):  # a stale record is harmless
                 self.ctx.state.forget_part(self.path)
+
+
+def _has(headers: dict[str, str], name: str) -> bool:
+    return any(key.lower() == name for key in headers)
+
+
+def _add_cookie(headers: dict[str, str], cookie: str) -> dict[str, str]:
+    """`headers` with `cookie` joined to a Cookie header already there (-H Cookie)."""
+    merged = {k: v for k, v in headers.items() if k.lower() != "cookie"}
+    given = [v for k, v in headers.items() if k.lower() == "cookie"]
+    merged["Cookie"] = "; ".join([*given, cookie])
+    return merged
 
 
 def translate(exc: aiohttp.ClientError, path: str | None) -> ItemError:

@@ -148,7 +148,8 @@ async def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
     for args in cases:
         ran = await aiofetch(*args, "http://127.0.0.1:9/x", "-d", str(tmp_path))
         assert ran.code == 2, (args, ran.err)
-        assert "Traceback" not in ran.err and "Error" in ran.err
+        assert "Traceback" not in ran.err
+        assert ran.err.startswith("aiofetch: error: ") and len(ran.err.splitlines()) == 1
 
 
 async def test_environment_variables_set_options(serve: Serve, tmp_path: Path) -> None:
@@ -341,12 +342,14 @@ async def test_input_that_fails_midway_is_exit_2(tmp_path: Path) -> None:
 
 
 async def test_unusable_destination_is_one_error(tmp_path: Path) -> None:
-    """A DIR that cannot be created stops the run with one line and exit 1."""
+    """A DIR below a file cannot be a directory: one line and exit 2, as for `-d FILE`."""
     (tmp_path / "file").write_bytes(b"")
     ran = await aiofetch("http://127.0.0.1:9/x", "-d", str(tmp_path / "file" / "sub"))
-    assert ran.code == 1
+    assert ran.code == 2
     assert ran.err.strip().splitlines() == [
-        f"aiofetch: error: cannot use directory '{tmp_path / 'file' / 'sub'}': Not a directory"]
+        "aiofetch: error: Invalid value for '-d' / '--dir' / '-P' / '--directory-prefix': "
+        f"'{tmp_path / 'file' / 'sub'}' cannot be a directory: '{tmp_path / 'file'}' is a "
+        "file (see --help)"]
 
 
 async def test_closed_stdout_is_not_a_crash(tmp_path: Path) -> None:
