@@ -291,9 +291,11 @@ def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: 
     counts = dict.fromkeys(["fetch", "resume", "update", "skip", "bad"], 0)
     output = _Output(stdout=True)
     run = new_run_id()
+    # Planned in batches, so the state is read once per batch (its output comes in
+    # batches too: a dry run of a slow pipe prints every 512 lines).
+    batches = iter(lambda: list(itertools.islice(items, 512)), [])
     with offline_planner(config) as planner:
-        for item in items:
-            plan = planner.plan(item)
+        for plan in itertools.chain.from_iterable(map(planner.plan_many, batches)):
             if plan is None:
                 continue  # another shard's
             if isinstance(plan, Result):

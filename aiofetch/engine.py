@@ -126,38 +126,48 @@ def _tls_reason(exc: BaseException) -> str:
     return str(exc)
 
 
-async def _as_jobs(items: Items) -> AsyncIterator[Job | BadLine]:
-    """Normalise API input: strings become Jobs (`items:N`); blocking iterables are
-    read on a thread so a slow pipe never stalls transfers."""
-    source: AsyncIterable[Item]
+async def _as_batches(items: Items, size: int = 512) -> AsyncIterator[list[Job | BadLine]]:
+    """Normalise API input into batches, in order: strings become Jobs (`items:N`);
+    blocking iterables are read on a thread so a slow pipe never stalls transfers, and
+    each batch is what has arrived (a slow pipe's line comes alone, at once)."""
+    batches: AsyncIterable[Sequence[Item]]
     feed: ThreadFeed[Item] | None = None
     if isinstance(items, str):
         raise TypeError("items must be an iterable of URLs, not one URL string")
     if isinstance(items, AsyncIterable):
-        source = items
+        batches = _singles(items)
     elif isinstance(items, Sequence):
-        source = _aiter_plain(items)
+        batches = _slices(items, size)
     else:
         feed = ThreadFeed(iter(items))
-        source = feed
+        batches = feed.batches(size)
     try:
         number = 0
-        async for item in source:
-            number += 1
-            if isinstance(item, str):
-                parsed = parse_line(item, f"items:{number}")
-                if parsed is None:
-                    continue
-                item = parsed
-            yield item
+        async for batch in batches:
+            jobs: list[Job | BadLine] = []
+            for item in batch:
+                number += 1
+                if isinstance(item, str):
+                    parsed = parse_line(item, f"items:{number}")
+                    if parsed is None:
+                        continue
+                    item = parsed
+                jobs.append(item)
+            if jobs:
+                yield jobs
     finally:
         if feed is not None:
             feed.close()
 
 
-async def _aiter_plain(items: Iterable[Item]) -> AsyncIterator[Item]:
-    for item in items:
-        yield item
+async def _singles(items: AsyncIterable[Item]) -> AsyncIterator[Sequence[Item]]:
+    async for item in items:
+        yield (item,)
+
+
+async def _slices(items: Sequence[Item], size: int) -> AsyncIterator[Sequence[Item]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 # Failing writes with these errors, several items in a row, mean DIR takes nothing.
@@ -218,22 +228,24 @@ class _Run:
     async def _feed(self, items: Items) -> None:
         count = 0
         try:
-            async for item in _as_jobs(items):
-                planned = self.planner.plan(item)
-                if planned is None:
-                    continue  # another shard's item
-                count += 1
-                self.sink(ItemSeen(count))
-                if isinstance(planned, Result):
-                    await self.settle(None, planned)
-                elif planned.action is Action.SKIP:
-                    job = planned.job
-                    result = Result(url=job.url, path=planned.path, status=Status.SKIPPED,
-                                    line=job.line, bytes=planned.size, sha256=planned.sha256)
-                    self.record(result)
-                    await self.settle(None, result)
-                else:
-                    await self.jobs.put(planned)
+            async for batch in _as_batches(items):
+                for planned in self.planner.plan_many(batch):
+                    if planned is None:
+                        continue  # another shard's item
+                    count += 1
+                    self.sink(ItemSeen(count))
+                    if isinstance(planned, Result):
+                        await self.settle(None, planned)
+                    elif planned.action is Action.SKIP:
+                        job = planned.job
+                        result = Result(url=job.url, path=planned.path, status=Status.SKIPPED,
+                                        line=job.line, bytes=planned.size,
+                                        sha256=planned.sha256)
+                        if not planned.journalled:  # unchanged records are not rewritten
+                            self.record(result)
+                        await self.settle(None, result)
+                    else:
+                        await self.jobs.put(planned)
         finally:
             self.sink(InputDone(count))
 
@@ -377,6 +389,7 @@ async def download(
             context = Context(config, session, root_fd, claims, sink, state, throttle,
                               Routes(config.proxy, cookies))
             run = _Run(config, sink, context)
+            resources.callback(run.planner.close)
             run.feeder = asyncio.create_task(run.feed(items))
             tasks.append(run.feeder)
             tasks.extend(asyncio.create_task(run.work()) for _ in range(config.jobs))

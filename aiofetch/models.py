@@ -63,6 +63,8 @@ class Planned:
     sha256: str | None = None
     etag: str | None = None
     modified: str | None = None
+    # The state's record already says all this (a skip then journals nothing).
+    journalled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

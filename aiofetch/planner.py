@@ -6,7 +6,7 @@ import contextlib
 import email.utils
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from .config import Config
 from .errors import StateError
@@ -14,7 +14,7 @@ from .models import Action, BadLine, Job, Planned, Result, Status
 from .naming import Claims, url_name
 from .registry import RunClaimStore
 from .sources import LineError, check_path
-from .state import State
+from .state import Record, State
 from .storage import Listing, complete_stat, part_size
 
 
@@ -46,8 +46,32 @@ class Planner:
         self._state = state
         self._listing = Listing(root_fd) if root_fd is not None else None
         self.claims = claims if claims is not None else Claims()
+        # The state's records for the batch being planned (see plan_many), by URL, and
+        # the URL each of them saved its file under, by path.
+        self._records: dict[str, Record] | None = None
+        self._owners: dict[str, str] = {}
         if state is not None:
             self.claims.reserve_with(self.reserved)
+
+    def close(self) -> None:
+        """Let go of the directories the probes hold open."""
+        if self._listing is not None:
+            self._listing.close()
+
+    def plan_many(self, items: Sequence[Job | BadLine]) -> list[Planned | Result | None]:
+        """`plan` each item, in order, with what the state knows of all of them read in
+        one query: a rerun of a long list otherwise pays a statement or two per item."""
+        state = self._state
+        if state is None or self._root_fd is None:
+            return [self.plan(item) for item in items]
+        self._records = state.lookup_many([item.url for item in items
+                                           if isinstance(item, Job)])
+        self._owners = {record.path: url for url, record in self._records.items()
+                        if record.path is not None and record.size is not None}
+        try:
+            return [self.plan(item) for item in items]
+        finally:
+            self._records, self._owners = None, {}
 
     def plan(self, item: Job | BadLine) -> Planned | Result | None:
         """What to do with `item`: a Planned fetch, a settled Result, or None (other shard).
@@ -90,7 +114,15 @@ class Planner:
         if self._state is None or (self._listing is not None
                                    and not self._listing.may_exist(path)):
             return None
-        return self._state.owner_of(path)
+        return self._owners.get(path) or self._state.owner_of(path)
+
+    def _record(self, url: str) -> Record | None:
+        """What the state knows of `url`: from the batch's records when it was read."""
+        if self._state is None:
+            return None
+        if self._records is None:  # planned alone (plan, not plan_many)
+            return self._state.lookup(url)
+        return self._records.get(url)
 
     def _ours(self, item: Job) -> bool:
         return self._config.shard is None or in_shard(item.url, self._config.shard)
@@ -112,7 +144,7 @@ class Planner:
         """--content-disposition: the state remembers where an earlier run put the URL."""
         if self._state is None or self._root_fd is None or self._config.if_exists == "overwrite":
             return None
-        record = self._state.lookup(item.url)
+        record = self._record(item.url)
         if record is None or record.path is None:
             return None
         existing = complete_stat(self._root_fd, record.path, self._listing)
@@ -124,10 +156,11 @@ class Planner:
     def _known(self, item: Job, path: str, action: Action, existing: os.stat_result) -> Planned:
         """A file is there: what the state (or, failing that, the file) says about it."""
         size = existing.st_size
-        record = self._state.lookup(item.url) if self._state is not None else None
+        record = self._record(item.url)
         if record is not None and record.path == path and record.size == size:
             return Planned(item, path, action, size, record.sha256, record.etag,
-                           record.last_modified or http_date(existing.st_mtime))
+                           record.last_modified or http_date(existing.st_mtime),
+                           journalled=True)
         return Planned(item, path, action, size, modified=http_date(existing.st_mtime))
 
     @staticmethod
@@ -167,4 +200,6 @@ def offline_planner(config: Config) -> Iterator[Planner]:
                 stack.callback(state.close)
         store = RunClaimStore()
         stack.callback(store.close)
-        yield Planner(config, root_fd, Claims(store), state)
+        planner = Planner(config, root_fd, Claims(store), state)
+        stack.callback(planner.close)
+        yield planner

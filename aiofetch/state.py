@@ -17,7 +17,7 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ APPLICATION_ID = 0x61696F66
 SCHEMA_VERSION = 2
 BATCH_ROWS = 512
 BATCH_SECONDS = 1.0
+# URLs looked up in one statement (SQLite allows 32,766 parameters since 3.32).
+LOOKUP_BATCH = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (
@@ -216,6 +218,23 @@ class State:
         a run meets each URL once)."""
         found = self._read("SELECT * FROM items WHERE url = ?", (url,))
         return None if found is None else Record(*found)
+
+    def lookup_many(self, urls: Sequence[str]) -> dict[str, Record]:
+        """The records of those `urls` the journal has, in one query per LOOKUP_BATCH
+        (a rerun of a long list looks each URL up: one statement per item cost more
+        than everything else the planner does for a skipped item)."""
+        found: dict[str, Record] = {}
+        for start in range(0, len(urls), LOOKUP_BATCH):
+            some = urls[start:start + LOOKUP_BATCH]
+            marks = ",".join("?" * len(some))
+            try:
+                rows = self._db.execute(
+                    f"SELECT * FROM items WHERE url IN ({marks})", some).fetchall()
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read state file {str(self.path)!r}: {exc}") from exc
+            for row in rows:
+                found[row[0]] = Record(*row)
+        return found
 
     def owner_of(self, path: str) -> str | None:
         """The URL an earlier run saved at `path`, if any."""

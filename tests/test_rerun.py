@@ -1,0 +1,167 @@
+"""Reruns of long lists: state read in batches, directories walked once (issue 10)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aiofetch.config import Config
+from aiofetch.engine import download_all
+from aiofetch.models import Action, Job, Planned, Result
+from aiofetch.naming import Claims
+from aiofetch.planner import Planner
+from aiofetch.state import LOOKUP_BATCH, State, Validators
+from aiofetch.storage import Listing, complete_stat, part_size
+
+
+@pytest.fixture
+def root_fd(tmp_path: Path) -> Iterator[int]:
+    """A descriptor for tmp_path/dest (created empty)."""
+    (tmp_path / "dest").mkdir()
+    fd = os.open(tmp_path / "dest", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_lookup_many_finds_each_known_url_across_batches(state: State) -> None:
+    """lookup_many returns the record of every known URL, over several statements, and
+    nothing for unknown ones."""
+    urls = [f"http://h/{n}" for n in range(LOOKUP_BATCH * 2 + 7)]
+    for n, url in enumerate(urls[::2]):
+        state.record(url, f"f{n}", "ok", http_status=200, size=n, sha256="ab" * 32,
+                     validators=Validators(f'"e{n}"', None), complete=True)
+    state.flush()
+    found = state.lookup_many([*urls, "http://h/unknown"])
+    assert set(found) == set(urls[::2])
+    for url, record in found.items():
+        assert record == state.lookup(url)
+
+
+def make_tree(dest: Path, dirs: int, files: int) -> list[str]:
+    paths = []
+    for d in range(dirs):
+        (dest / f"d{d}").mkdir()
+        for f in range(files):
+            (dest / f"d{d}" / f"f{f}").write_bytes(b"x" * (f + 1))
+            paths.append(f"d{d}/f{f}")
+    return paths
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_probes_from_held_directories(tmp_path: Path, root_fd: int, listed: bool) -> None:
+    """Probing many directories holds at most DIR_FDS open, sees every file, misses what
+    is absent, never follows a planted symlink, and lets every descriptor go on close;
+    alike when directories are listed and when (past MAX_ENTRIES) each name is stat'ed."""
+    dest = tmp_path / "dest"
+    paths = make_tree(dest, Listing.DIR_FDS + 20, 3)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f0").write_bytes(b"secret")
+    (dest / "link").symlink_to(outside)
+    (dest / "d0" / "flink").symlink_to(outside / "f0")
+    (dest / "d1" / "f0.part").write_bytes(b"half")
+    before = open_fds()
+    listing = Listing(root_fd)
+    if not listed:
+        listing.MAX_ENTRIES = 0  # type: ignore[misc]  # every name stat'ed
+    for _ in range(2):  # the second round reopens what was evicted
+        for path in paths:
+            info = complete_stat(root_fd, path, listing)
+            assert info is not None and info.st_size == int(path[-1]) + 1
+            assert complete_stat(root_fd, path + "x", listing) is None
+            assert open_fds() - before <= Listing.DIR_FDS
+    assert complete_stat(root_fd, "link/f0", listing) is None
+    assert complete_stat(root_fd, "d0/flink", listing) is None
+    assert complete_stat(root_fd, "missing/f0", listing) is None
+    assert part_size(root_fd, "d1/f0", listing) == 4
+    assert part_size(root_fd, "d1/f1", listing) is None
+    listing.close()
+    assert open_fds() == before
+
+
+def test_plan_many_plans_as_plan_does(tmp_path: Path, root_fd: int, state: State) -> None:
+    """plan_many gives the same plans as plan, item by item: skips with what the state
+    knows (journalled), skips the state does not know, fetches, duplicates, collisions
+    with a name an earlier run saved for another URL."""
+    dest = tmp_path / "dest"
+    (dest / "known").write_bytes(b"K" * 5)
+    (dest / "stranger").write_bytes(b"S")
+    (dest / "taken").write_bytes(b"T" * 3)
+    state.record("http://h/known", "known", "ok", http_status=200, size=5, sha256="cd" * 32,
+                 validators=Validators('"k"', "Mon, 01 Jan 2024 00:00:00 GMT"), complete=True)
+    state.record("http://other/taken", "taken", "ok", http_status=200, size=3, sha256=None,
+                 complete=True)
+    state.flush()
+    jobs = [Job(url, f"f:{n}") for n, url in enumerate(
+        ["http://h/known", "http://h/stranger", "http://h/new", "http://h/known",
+         "http://h/taken", "http://other/taken"], start=1)]
+
+    def plans(many: bool) -> list[Planned | Result | None]:
+        planner = Planner(Config(dest=dest), root_fd, Claims(), state)
+        try:
+            return planner.plan_many(jobs) if many else [planner.plan(job) for job in jobs]
+        finally:
+            planner.close()
+
+    batched, single = plans(True), plans(False)
+    assert batched == single
+    known, stranger, new, again, taken, owner = batched
+    assert isinstance(known, Planned) and known.action is Action.SKIP and known.journalled
+    assert (known.size, known.sha256, known.etag) == (5, "cd" * 32, '"k"')
+    assert isinstance(stranger, Planned) and stranger.action is Action.SKIP
+    assert not stranger.journalled and stranger.sha256 is None
+    assert isinstance(new, Planned) and new.action is Action.FETCH
+    assert isinstance(again, Result) and again.duplicate_of == "f:1"
+    assert isinstance(taken, Planned) and taken.path == "taken.1"  # an earlier run's name
+    assert isinstance(owner, Planned) and owner.path == "taken" and owner.journalled
+
+
+def test_fifo_in_a_held_directory_is_not_complete(tmp_path: Path, root_fd: int) -> None:
+    """A FIFO at a target is no complete file, also when probed from a held directory."""
+    dest = tmp_path / "dest"
+    (dest / "d").mkdir()
+    os.mkfifo(dest / "d" / "pipe")
+    listing = Listing(root_fd)
+    try:
+        assert complete_stat(root_fd, "d/pipe", listing) is None
+        info = listing.lstat("d/pipe")
+        assert info is not None and stat.S_ISFIFO(info.st_mode)
+    finally:
+        listing.close()
+
+
+def test_rerun_journals_only_what_changed(tmp_path: Path) -> None:
+    """A skipped file the journal already describes is not written again (its record
+    keeps its time); one the journal does not know is recorded, size and all."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "known").write_bytes(b"K" * 5)
+    (dest / "stranger").write_bytes(b"S" * 2)
+    state = State.open(dest / ".aiofetch.db")
+    try:
+        state.record("http://127.0.0.1:9/known", "known", "ok", http_status=200, size=5,
+                     sha256="cd" * 32, complete=True)
+        state.flush()
+        before = state.lookup("http://127.0.0.1:9/known")
+    finally:
+        state.close()
+    results = download_all(["http://127.0.0.1:9/known", "http://127.0.0.1:9/stranger"],
+                           Config(dest=dest))
+    assert [r.status.value for r in results] == ["skipped", "skipped"]
+    state = State.open(dest / ".aiofetch.db")
+    try:
+        assert state.lookup("http://127.0.0.1:9/known") == before
+        stranger = state.lookup("http://127.0.0.1:9/stranger")
+        assert stranger is not None and (stranger.path, stranger.size) == ("stranger", 2)
+    finally:
+        state.close()
