@@ -24,6 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 # Not part of `make test`: roughly 20-30 min at full size; a trial: make bench BENCH_ARGS=--quick
+# The million-line rerun soak runs only when named: make bench BENCH_ARGS="--sets soak"
 .PHONY: bench
 bench: install
 	$(PY) tests/bench.py $(BENCH_ARGS)

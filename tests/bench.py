@@ -9,11 +9,13 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import platform
 import pty
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ import sys
 import termios
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,12 +50,20 @@ QUICK_SETS: dict[str, tuple[int, int]] = {
     "large": (2, 64 * MIB),
 }
 ALL_TOOLS = ("aiofetch", "curl", "wget2", "aria2c")
-PACKAGES = {"nginx": "nginx-light", "curl": "curl", "wget2": "wget2", "aria2c": "aria2"}
+PACKAGES = {"nginx": "nginx-light", "curl": "curl", "wget2": "wget2", "aria2c": "aria2",
+            "wget": "wget"}
 ARIA2C_MAX_PER_SERVER = 16  # aria2c rejects --max-connection-per-server above this
 CURL_MAX_PARALLEL = 300  # curl clamps --parallel-max to this
 MEMORY_DRY_LINES = (10_000, 100_000, 1_000_000)
 MEMORY_FETCH_LINES = (10_000, 100_000)
 TINY_SIZE = 512
+SOAK_VARIANTS = ("tree", "flat", "cd")
+SOAK_LINES = 1_000_000
+SOAK_SIZE = KIB  # nginx answers every /x/... and /c/... with one file of this size
+SOAK_PER_DIR = 1_000  # URLs per directory: 1,000 x 1,000 for a million
+SOAK_WGET_LINES = 100_000  # wget -nc gets at most this many lines; its time is scaled
+SOAK_CD_PREFIX = "cd-"  # Content-Disposition names: cd-fNNNNNN.bin, not the URL's leaf
+STATUS_PATH = "/nginx-status"
 STARTUP_RUNS = 10
 WARMUP_PAUSE = 2.0  # seconds, after the warm-up round's outputs are moved aside
 STATE_PREFIX = ".aiofetch."  # aiofetch's state db, its WAL files and the lock, kept in DIR
@@ -100,10 +111,17 @@ class Config:
     progress_cost: bool
     keep: bool
     settle: float
+    soak_lines: int
+    soak_variants: tuple[str, ...]
 
     @property
     def scale(self) -> dict[str, tuple[int, int]]:
         return QUICK_SETS if self.quick else FULL_SETS
+
+    @property
+    def corpus_sets(self) -> tuple[str, ...]:
+        """The chosen sets that are a corpus served file by file (all but soak)."""
+        return tuple(name for name in self.sets if name in FULL_SETS)
 
 
 def comma_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -138,8 +156,11 @@ def parse_args(argv: Sequence[str]) -> Config:
                         help="write every number here (default: WORKDIR/bench.json)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller sets: 1,000 x 16 KiB, 50 x 1 MiB, 2 x 64 MiB")
-    parser.add_argument("--sets", type=comma_list(tuple(FULL_SETS)), default=tuple(FULL_SETS),
-                        help="comma-separated sets (default: small,medium,large)")
+    parser.add_argument("--sets", type=comma_list((*FULL_SETS, "soak")),
+                        default=tuple(FULL_SETS),
+                        help="comma-separated sets (default: small,medium,large); soak, the "
+                             "million-line first run and reruns, runs only when named here, "
+                             "e.g. --sets soak (see --soak-lines)")
     parser.add_argument("--tools", type=comma_list(ALL_TOOLS), default=ALL_TOOLS,
                         help="comma-separated tools (default: aiofetch,curl,wget2,aria2c)")
     parser.add_argument("--concurrency", "-c", type=positive_int, default=32, metavar="C",
@@ -148,18 +169,40 @@ def parse_args(argv: Sequence[str]) -> Config:
                         help="counted rounds per set, after one warm-up (default: %(default)s)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="aiofetch peak RSS for 10k..1M input lines (default: on, "
-                             "off with --quick)")
-    parser.add_argument("--progress-cost", action=argparse.BooleanOptionalAction, default=True,
-                        help="cost of the progress bar on a pty (default: on)")
+                             "off with --quick or without small/medium/large)")
+    parser.add_argument("--progress-cost", action=argparse.BooleanOptionalAction, default=None,
+                        help="cost of the progress bar on a pty (default: on, off without "
+                             "small/medium/large)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the used output directories (WORKDIR/trash)")
     parser.add_argument("--settle", type=float, default=65.0, metavar="SECONDS",
                         help="pause after a mass delete: each aria2c run on a set of 500+ files "
                              "(one control file deleted per download), or the last run's "
                              "trash if it was emptied less than this ago (default: %(default)s)")
+    soak = parser.add_argument_group(
+        "soak set (--sets soak)",
+        "N distinct URLs (1,000 per directory) that nginx answers with one 1 KiB body, fetched "
+        "by aiofetch with every guarantee on (state, lock, sha256, --report), then: a rerun "
+        "(all skipped, no request) next to `wget -nc` (wget 1.x, whatever --tools says) on the "
+        "same tree, a --dry-run on the finished and on an empty directory (these --runs "
+        "times), and one --if-exists update rerun (a conditional GET each, 304). Per variant "
+        "at 10^6 lines: about 4.5 GB, a million inodes and 0.4 GB per report, kept until the "
+        "end; and today the first run about 7.5 min (~2,300 files/s), a round of reruns 4, "
+        "the update rerun 6.5, the file checks 2: about 20 min with --runs 1, 38 with the "
+        "default 5.")
+    soak.add_argument("--soak-lines", type=positive_int, default=SOAK_LINES, metavar="N",
+                      help="URLs in the soak list (default: %(default)s; 20000 for a trial)")
+    soak.add_argument("--soak-variants", type=comma_list(SOAK_VARIANTS), default=("tree",),
+                      metavar="LIST",
+                      help="comma-separated: tree (--layout tree, HOST:PORT/x/dNNN/fNNNNNN.bin "
+                           "as wget -x names it), flat (--layout flat, N files in one "
+                           "directory), cd (--content-disposition, a distinct header name per "
+                           "URL) (default: tree; all three: tree,flat,cd)")
     args = parser.parse_args(argv)
     workdir = args.workdir.resolve()
-    memory = (not args.quick) if args.memory is None else bool(args.memory)
+    corpus_sets = any(name in FULL_SETS for name in args.sets)
+    memory = (corpus_sets and not args.quick) if args.memory is None else bool(args.memory)
+    progress = corpus_sets if args.progress_cost is None else bool(args.progress_cost)
     return Config(
         workdir=workdir,
         json_path=(args.json_path or workdir / "bench.json").resolve(),
@@ -169,9 +212,11 @@ def parse_args(argv: Sequence[str]) -> Config:
         concurrency=args.concurrency,
         runs=args.runs,
         memory=memory,
-        progress_cost=args.progress_cost,
+        progress_cost=progress,
         keep=args.keep,
         settle=max(0.0, args.settle),
+        soak_lines=args.soak_lines,
+        soak_variants=args.soak_variants,
     )
 
 
@@ -404,11 +449,11 @@ def build_corpus(root: Path, name: str, count: int, size: int) -> CorpusSet:
     return corpus
 
 
-def tiny_file(root: Path) -> tuple[Path, str]:
-    """The one small file nginx serves for every /m/N (memory runs)."""
-    path = root / "tiny.bin"
-    if file_size(path) != TINY_SIZE:
-        write_random(path, TINY_SIZE)
+def tiny_file(root: Path, name: str = "tiny.bin", size: int = TINY_SIZE) -> tuple[Path, str]:
+    """The one small file nginx serves for every /m/N (memory runs), or /x/... (soak)."""
+    path = root / name
+    if file_size(path) != size:
+        write_random(path, size)
     return path, hash_file(path)
 
 
@@ -430,13 +475,17 @@ def write_lists(corpus: CorpusSet, base_url: str, lists_dir: Path) -> SetLists:
     return SetLists(url_file, config)
 
 
-def write_memory_list(lists_dir: Path, base_url: str, lines: int) -> Path:
-    path = lists_dir / f"memory-{lines}.urls"
+def write_url_list(path: Path, lines: int, url: Callable[[int], str]) -> Path:
+    """url(0) .. url(lines - 1), one a line, written 10,000 at a time."""
     with open(path, "w") as handle:
         for start in range(0, lines, 10_000):
-            handle.write("".join(f"{base_url}/m/{i}\n"
-                                 for i in range(start, min(start + 10_000, lines))))
+            handle.write("".join(f"{url(i)}\n" for i in range(start, min(start + 10_000, lines))))
     return path
+
+
+def write_memory_list(lists_dir: Path, base_url: str, lines: int) -> Path:
+    return write_url_list(lists_dir / f"memory-{lines}.urls", lines,
+                          lambda i: f"{base_url}/m/{i}")
 
 
 # ---------------------------------------------------------------- nginx
@@ -460,21 +509,29 @@ http {{
     keepalive_timeout 300s;
     default_type application/octet-stream;
 {temp_paths}
+    map $request_uri $soak_disposition {{
+        ~/(?<leaf>[^/?]+)$ 'attachment; filename="{cd_prefix}$leaf"';
+    }}
     server {{
         listen {host}:{port} backlog=4096;
         server_name bench;
         root {root};
         location / {{ }}
         location /m/ {{ rewrite ^ /tiny.bin break; }}
+        location /x/ {{ rewrite ^ /one.bin break; }}
+        location /c/ {{
+            add_header Content-Disposition $soak_disposition;
+            rewrite ^ /one.bin break;
+        }}
+{status}
     }}
 }}
 """
 TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
-def nginx_temp_paths(binary: str, base: Path) -> str:
+def nginx_temp_paths(built: str, base: Path) -> str:
     """One `*_temp_path` inside the work dir for each temp-using module this nginx has."""
-    built = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
     lines = []
     for module in TEMP_MODULES:
         if module != "client_body" and f"--without-http_{module}_module" in built:
@@ -522,14 +579,18 @@ def start_nginx(binary: str, base: Path, root: Path,
                 concurrency: int) -> tuple[subprocess.Popen[bytes], int]:
     base.mkdir(parents=True, exist_ok=True)
     user = f"user {pwd.getpwuid(0).pw_name};" if os.geteuid() == 0 else ""
-    temp_paths = nginx_temp_paths(binary, base)
+    built = subprocess.run([binary, "-V"], capture_output=True, text=True).stderr
+    temp_paths = nginx_temp_paths(built, base)
+    status = (f"        location = {STATUS_PATH} {{ stub_status; }}"
+              if "--with-http_stub_status_module" in built else "")
     connections = max(4096, 4 * concurrency)
     for _attempt in range(5):
         port = free_port()
         conf = base / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
             user=user, base=base, nofile=2 * connections + 64, connections=connections,
-            temp_paths=temp_paths, host=HOST, port=port, root=root))
+            temp_paths=temp_paths, cd_prefix=SOAK_CD_PREFIX, host=HOST, port=port,
+            root=root, status=status))
         with open(base / "stderr.log", "ab") as log:
             proc = subprocess.Popen(
                 [binary, "-p", f"{base}/", "-c", str(conf), "-e", str(base / "error.log")],
@@ -553,6 +614,22 @@ def nginx_server(binary: str, base: Path, root: Path, concurrency: int) -> Itera
     finally:
         stop_process_group(proc)
         note("nginx: stopped")
+
+
+def nginx_requests(port: int) -> int | None:
+    """Requests our nginx has answered so far, this one included (stub_status), or None when
+    it was built without stub_status."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request("GET", STATUS_PATH)
+        response = conn.getresponse()
+        body = response.read().decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    found = re.search(r"accepts handled requests\s+\d+\s+\d+\s+(\d+)", body)
+    return int(found.group(1)) if response.status == 200 and found else None
 
 
 def tail_text(path: Path, limit: int = 2000) -> str:
@@ -754,17 +831,43 @@ def verify_output(outdir: Path, expected: Expected, allow_extra: Callable[[str],
     return problems
 
 
+def walk_files(directory: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(path relative to `directory`, entry) of everything under it but directories, one
+    directory's listing at a time: a million names are never held at once."""
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(os.path.join(directory, relative)) as entries:
+            for entry in entries:
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                else:
+                    yield path, entry
+
+
+def evict(path: str, read: int = 0) -> bytes | None:
+    """The first `read` bytes of a file (not through a symlink), then POSIX_FADV_DONTNEED
+    on it (pages written back by an earlier sync leave the cache); None if unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, read) if read else b""
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return data
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def drop_from_page_cache(directory: Path) -> None:
     """Write back, then POSIX_FADV_DONTNEED every file, so kept outputs do not crowd the cache."""
     os.sync()
-    for dirpath, _dirs, files in os.walk(directory):
-        for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
+    for _relative, entry in walk_files(directory):
+        evict(entry.path)
 
 
 # ---------------------------------------------------------------- runs
@@ -865,10 +968,18 @@ def run_job(lab: Lab, job: Job, corpus: str, rnd: int, position: int) -> RunResu
     """Run, verify, drop the outputs from the page cache, move them aside, record."""
     measure, tty_bytes, stderr_tail = execute(lab, job)
     problems = verify_output(job.outdir, job.expected, allow_for(job.tool), lab.workers)
-    if measure.returncode != 0:
-        problems.insert(0, f"exit status {measure.returncode}")
     drop_from_page_cache(job.outdir)
     to_trash(lab, job.outdir)
+    return record_run(lab, job, corpus, rnd, position, (measure, tty_bytes, stderr_tail),
+                      problems)
+
+
+def record_run(lab: Lab, job: Job, corpus: str, rnd: int, position: int,
+               ran: tuple[Measure, int | None, str], problems: list[str]) -> RunResult:
+    """Keep and show one run's result; a non-zero exit status is its first problem."""
+    measure, tty_bytes, stderr_tail = ran
+    if measure.returncode != 0:
+        problems.insert(0, f"exit status {measure.returncode}")
     result = RunResult(corpus, job.tool, rnd, position, job.label, job.command, measure,
                        problems, stderr_tail, tty_bytes)
     lab.runs.append(result)
@@ -1164,6 +1275,346 @@ def memory(lab: Lab, lists_dir: Path, base_url: str, tiny_digest: str) -> list[d
     return rows
 
 
+# ---------------------------------------------------------------- soak
+
+
+# Per variant: the URL prefix nginx serves it under, aiofetch's naming flags, and wget's
+# (None: wget -nc cannot skip by a name only the server's header gives).
+SOAK_NAMING: dict[str, tuple[str, tuple[str, ...], tuple[str, ...] | None]] = {
+    "tree": ("x", ("--layout", "tree"), ("-x",)),
+    "flat": ("x", ("--layout", "flat"), ("-nd",)),
+    "cd": ("c", ("--content-disposition",), None),
+}
+SOAK_ROWS = {"first": "first run", "rerun": "rerun: all skipped", "wget": "wget -nc",
+             "dry": "--dry-run, finished dir", "dry-empty": "--dry-run, empty dir",
+             "update": "rerun --if-exists update"}
+SOAK_LEAF = re.compile(r"f(\d+)\.bin$")
+DRY_SUMMARY = re.compile(r"dry run: (.*)")
+SOAK_STATE_BYTES = 512  # .aiofetch.db per item, with room to spare (space check only)
+SOAK_REPORT_LINE = 512  # bytes of a --report line for a soak URL, with room to spare
+
+
+@dataclass(frozen=True)
+class SoakPlan:
+    """The soak's N distinct URLs, SOAK_PER_DIR to a directory, all one body on the server."""
+
+    lines: int
+    port: int
+    body: bytes
+
+    @property
+    def dirs(self) -> int:
+        return -(-self.lines // SOAK_PER_DIR)
+
+    def relative(self, i: int) -> str:
+        """dNNN/fNNNNNN.bin: the i-th URL's path below its /x/ or /c/ prefix."""
+        dir_width = max(3, len(str(self.dirs - 1)))
+        file_width = max(6, len(str(self.lines - 1)))
+        return f"d{i // SOAK_PER_DIR:0{dir_width}d}/f{i:0{file_width}d}.bin"
+
+    def saved_as(self, variant: str, i: int) -> str:
+        """Where aiofetch saves the i-th URL under DIR (tree: the name wget -x gives it too)."""
+        relative = self.relative(i)
+        if variant == "tree":
+            return f"{HOST}:{self.port}/x/{relative}"
+        leaf = relative.rsplit("/", 1)[1]
+        return SOAK_CD_PREFIX + leaf if variant == "cd" else leaf
+
+    def write_list(self, path: Path, prefix: str, lines: int) -> Path:
+        return write_url_list(path, lines,
+                              lambda i: f"http://{HOST}:{self.port}/{prefix}/{self.relative(i)}")
+
+
+@dataclass
+class Census:
+    """One walk of a soak output: the expected files that hold the body, and the rest."""
+
+    files: int = 0
+    parts: int = 0
+    wrong: int = 0  # anything else (a wrong body, a stray) but aiofetch's state files
+    sample: list[str] = field(default_factory=list)
+
+    def problems(self, lines: int) -> list[str]:
+        found = []
+        if self.files != lines:
+            found.append(f"{lines - self.files:,} of {lines:,} files missing or wrong")
+        if self.parts:
+            found.append(f"{self.parts:,} .part file(s) left")
+        if self.wrong:
+            found.append(f"{self.wrong:,} entries that are no listed path holding the body "
+                         f"({', '.join(self.sample)})")
+        return found
+
+
+def census(outdir: Path, plan: SoakPlan, variant: str) -> Census:
+    """Walk the output once: every path must be one the list asks for and hold the body; the
+    pages read leave the cache again (after a sync, so the first run's writes do too)."""
+    os.sync()
+    started = time.perf_counter()
+    found = Census()
+    for relative, entry in walk_files(outdir):
+        if "/" not in relative and entry.name.startswith(STATE_PREFIX):
+            continue
+        if entry.name.endswith(".part"):
+            found.parts += 1
+            continue
+        leaf = SOAK_LEAF.search(entry.name)
+        index = int(leaf.group(1)) if leaf else plan.lines
+        if (index < plan.lines and plan.saved_as(variant, index) == relative
+                and entry.is_file(follow_symlinks=False)
+                and evict(entry.path, SOAK_SIZE + 1) == plan.body):
+            found.files += 1
+        else:
+            found.wrong += 1
+            if len(found.sample) < 3:
+                found.sample.append(relative)
+    note(f"  census of {outdir.name}: {found.files:,} files as expected, {found.parts:,} .part, "
+         f"{found.wrong:,} wrong or stray ({time.perf_counter() - started:.1f} s)")
+    return found
+
+
+def report_outcome(path: Path) -> dict[str, int]:
+    """Items per status in a --report file, streamed (a line that is no report line counts as
+    'unreadable'); the file then leaves the page cache."""
+    counts: Counter[str] = Counter()
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+        for line in handle:
+            try:
+                counts[str(json.loads(line)["status"])] += 1
+            except (ValueError, KeyError, TypeError):
+                counts["unreadable"] += 1
+    evict(str(path))
+    return dict(counts)
+
+
+def dry_outcome(log: Path) -> dict[str, int]:
+    """The dry run's closing line, `dry run: 0 to fetch, 5 to skip`, as {action: count}."""
+    summaries = DRY_SUMMARY.findall(tail_text(log))
+    if not summaries:
+        return {}
+    return {action: int(count)
+            for count, action in re.findall(r"(\d+) (?:to )?(\w+)", summaries[-1])}
+
+
+def nonzero(counts: dict[str, int] | None) -> dict[str, int]:
+    return {what: n for what, n in (counts or {}).items() if n}
+
+
+def describe_counts(counts: dict[str, int] | None) -> str:
+    if counts is None:
+        return "n/a"
+    return ", ".join(f"{n:,} {what}" for what, n in counts.items() if n) or "nothing"
+
+
+@dataclass(frozen=True)
+class SoakStep:
+    """One timed soak run and what it must come to."""
+
+    key: str  # its row in the table (SOAK_ROWS)
+    job: Job
+    lines: int
+    requests: int  # what nginx must answer during it
+    expect: dict[str, int] | None  # report statuses or dry-run counts; None: not checked
+    report: Path | None = None  # None, with `expect`: a dry run, counted from its stderr
+
+
+@dataclass
+class SoakVariant:
+    """One variant's list, output tree and reports, and the rows of the runs made on them."""
+
+    lab: Lab
+    plan: SoakPlan
+    name: str
+    urls: Path
+    outdir: Path
+    reports: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def aiofetch(self, key: str, rnd: int, extra: Sequence[str], requests: int,
+                 expect: dict[str, int], target: Path | None = None) -> None:
+        """aiofetch on the whole list, -j and --per-host as every tool gets, every guarantee
+        on (state, lock, sha256) and a --report file of its own (dry runs: none)."""
+        label = f"soak-{self.name}-{key}-r{rnd:02d}"
+        outdir = target or self.outdir
+        report = None if "--dry-run" in extra else self.reports / f"{label}.jsonl"
+        c = str(self.lab.cfg.concurrency)
+        command = [self.lab.paths["aiofetch"], "-i", str(self.urls), "-d", str(outdir),
+                   *SOAK_NAMING[self.name][1], "-j", c, "--per-host", c, "--no-progress",
+                   *extra, *([] if report is None else ["-q", "--report", str(report)])]
+        self.run(SoakStep(key, Job("aiofetch", label, command, outdir, {}), self.plan.lines,
+                          requests, expect, report), rnd)
+
+    def wget(self, rnd: int, urls: Path, lines: int) -> None:
+        """wget 1.x -nc on the finished tree: it must find every file and ask for nothing."""
+        flags = SOAK_NAMING[self.name][2] or ()
+        label = f"soak-{self.name}-wget-r{rnd:02d}"
+        command = [self.lab.paths["wget"], "--no-config", "-q", "-nc", *flags,
+                   "-P", str(self.outdir), "-i", str(urls)]
+        self.run(SoakStep("wget", Job("wget", label, command, self.outdir, {}), lines, 0,
+                          None), rnd)
+
+    def run(self, step: SoakStep, rnd: int) -> None:
+        before = nginx_requests(self.plan.port)
+        ran = execute(self.lab, step.job)
+        after = nginx_requests(self.plan.port)
+        requests = None if before is None or after is None else after - before - 1
+        outcome = (report_outcome(step.report) if step.report is not None
+                   else None if step.expect is None
+                   else dry_outcome(self.lab.logs / f"{step.job.label}.stderr"))
+        problems = []
+        if requests is not None and requests != step.requests:
+            problems.append(f"nginx answered {requests:,} requests, {step.requests:,} expected")
+        if step.expect is not None and nonzero(outcome) != nonzero(step.expect):
+            problems.append(f"came to {describe_counts(outcome)}, "
+                            f"expected {describe_counts(step.expect)}")
+        if step.key == "dry-empty" and os.listdir(step.job.outdir):
+            problems.append("--dry-run wrote into the empty directory")
+        result = record_run(self.lab, step.job, f"soak-{self.name}", rnd, len(self.rows), ran,
+                            problems)
+        self.rows.append({"key": step.key, "round": rnd, "label": step.job.label,
+                          "lines": step.lines, "requests": requests, "outcome": outcome,
+                          "ok": result.ok, "measure": result.measure})
+
+
+def soak_variant(lab: Lab, plan: SoakPlan, name: str, urls: Path,
+                 wget_urls: tuple[Path, int] | None) -> dict[str, Any]:
+    """First run, census, --runs rounds of (rerun and wget -nc, alternating which goes first;
+    --dry-run on the finished and on an empty directory), one update rerun, census; then the
+    tree is renamed into the trash, deleted only once the benchmark is over."""
+    n = plan.lines
+    variant = SoakVariant(lab, plan, name, urls, fresh_dir(lab, f"soak-{name}"),
+                          fresh_dir(lab, f"soak-{name}-reports"))
+    note(f"soak {name}: {n:,} URLs, first run, census, {lab.cfg.runs} round(s) of reruns, "
+         f"an update rerun, census")
+    variant.aiofetch("first", 1, (), n, {"ok": n})
+    first = census(variant.outdir, plan, name)
+    for rnd in range(1, lab.cfg.runs + 1):
+        for key in ("rerun", "wget") if rnd % 2 else ("wget", "rerun"):
+            if key == "rerun":
+                variant.aiofetch("rerun", rnd, (), 0, {"skipped": n})
+            elif wget_urls is not None and SOAK_NAMING[name][2] is not None:
+                variant.wget(rnd, *wget_urls)
+        variant.aiofetch("dry", rnd, ("--dry-run",), 0, {"skip": n})
+        variant.aiofetch("dry-empty", rnd, ("--dry-run",), 0, {"fetch": n},
+                         target=fresh_dir(lab, f"soak-{name}-empty-r{rnd:02d}"))
+    variant.aiofetch("update", 1, ("--if-exists", "update"), n, {"not_modified": n})
+    final = census(variant.outdir, plan, name)
+    to_trash(lab, variant.outdir)
+    to_trash(lab, variant.reports)
+    problems = [f"after the first run: {p}" for p in first.problems(n)]
+    problems += [f"at the end: {p}" for p in final.problems(n)]
+    lab.other_failures += [f"soak-{name}: {p}" for p in problems]
+    summary = {"variant": name, "lines": n, "flags": list(SOAK_NAMING[name][1]),
+               "steps": soak_steps(variant.rows), "rerun_vs_wget": rerun_vs_wget(variant.rows),
+               "census_first": asdict(first),
+               "census_end": asdict(final), "problems": problems,
+               "runs": [dict(row, measure=asdict(row["measure"])) for row in variant.rows]}
+    print_soak(lab, plan, summary, wget_urls)
+    return summary
+
+
+def soak_steps(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per step: medians over its verified runs, the highest peak RSS, the last outcome."""
+    steps = {}
+    for key in SOAK_ROWS:
+        mine = [row for row in rows if row["key"] == key]
+        if not mine:
+            continue
+        good = [row["measure"] for row in mine if row["ok"]]
+        wall = median_or_none([m.wall_s for m in good])
+        lines = mine[-1]["lines"]
+        steps[key] = {
+            "runs_ok": len(good), "runs": len(mine), "lines": lines, "median_wall_s": wall,
+            "items_per_s": lines / wall if wall else None,
+            "s_per_million": wall * 1e6 / lines if wall else None,
+            "median_cpu_s": median_or_none([m.cpu_s for m in good]),
+            "peak_rss_mib": max((m.peak_rss_mib for m in good), default=None),
+            "requests": mine[-1]["requests"], "outcome": mine[-1]["outcome"]}
+    return steps
+
+
+def rerun_vs_wget(rows: Sequence[dict[str, Any]]) -> list[float]:
+    """Per round where both passed: aiofetch's rerun time per line / wget -nc's (>1: slower)."""
+    per_line = {(row["key"], row["round"]): row["measure"].wall_s / row["lines"]
+                for row in rows if row["ok"] and row["key"] in ("rerun", "wget")}
+    return [per_line[("rerun", rnd)] / per_line[("wget", rnd)]
+            for rnd in sorted({rnd for _key, rnd in per_line})
+            if ("rerun", rnd) in per_line and ("wget", rnd) in per_line]
+
+
+def print_soak(lab: Lab, plan: SoakPlan, summary: dict[str, Any],
+               wget_urls: tuple[Path, int] | None) -> None:
+    name, steps = summary["variant"], summary["steps"]
+    emit()
+    emit(f"== soak {name}: {plan.lines:,} URLs ({plan.dirs:,} directories of up to "
+         f"{SOAK_PER_DIR:,}) of {human_size(SOAK_SIZE)}, aiofetch {' '.join(summary['flags'])} "
+         f"-j {lab.cfg.concurrency}, {lab.cfg.runs} round(s) of reruns ==")
+    emit(f"{'step':<27}{'ok':>5}{'wall s':>10}{'items/s':>10}{'s/10^6':>9}{'CPU s':>8}"
+         f"{'RSS MiB':>9}{'requests':>10}  outcome")
+    for key, row in steps.items():
+        title = SOAK_ROWS[key]
+        if key == "wget":
+            title += " " + " ".join(SOAK_NAMING[name][2] or ())
+        runs = f"{row['runs_ok']}/{row['runs']}"
+        emit(f"{title:<27}{runs:>5}"
+             f"{cell(row['median_wall_s'], '.3f'):>10}{cell(row['items_per_s'], ',.0f'):>10}"
+             f"{cell(row['s_per_million'], '.1f'):>9}{cell(row['median_cpu_s'], '.2f'):>8}"
+             f"{cell(row['peak_rss_mib'], '.1f'):>9}{cell(row['requests'], ',d'):>10}  "
+             f"{describe_counts(row['outcome'])}")
+    first, end = summary["census_first"], summary["census_end"]
+    emit(f"files on disk (path and bytes checked): {first['files']:,} of {plan.lines:,} after "
+         f"the first run, {end['files']:,} at the end; .part left: {end['parts']:,}; "
+         f"wrong or stray entries: {end['wrong']:,}")
+    reports = {key: sum(row["outcome"].values()) for key, row in steps.items()
+               if key in ("first", "rerun", "update") and row["outcome"] is not None}
+    emit("report lines: " + ", ".join(f"{SOAK_ROWS[key]} {n:,}" for key, n in reports.items()))
+    if summary["rerun_vs_wget"]:
+        emit(f"rerun time per line, aiofetch / wget -nc: "
+             f"{statistics.median(summary['rerun_vs_wget']):.2f}x (median of "
+             f"{len(summary['rerun_vs_wget'])} per-round ratios; above 1: aiofetch is slower)")
+    wget_note = ""
+    if wget_urls is not None and wget_urls[1] < plan.lines and "wget" in steps:
+        wget_note = (f"; wget -nc ran on the first {wget_urls[1]:,} lines, its s/10^6 scaled "
+                     f"from those")
+    emit(f"(medians of verified runs; RSS = highest peak, from wait4; s/10^6 = wall per "
+         f"million lines; requests = what nginx answered meanwhile (stub_status){wget_note})")
+
+
+def soak(lab: Lab, plan: SoakPlan, lists_dir: Path) -> dict[str, Any]:
+    cfg, n = lab.cfg, plan.lines
+    prefixes = {SOAK_NAMING[name][0] for name in cfg.soak_variants}
+    lists = {prefix: plan.write_list(lists_dir / f"soak-{prefix}-{n}.urls", prefix, n)
+             for prefix in prefixes}
+    wget_lines = min(n, SOAK_WGET_LINES)
+    wget_urls = None
+    if "wget" not in lab.paths:
+        lab.say("soak: wget (1.x) is missing, so there is no wget -nc rerun to compare with")
+    elif "x" in prefixes:
+        wget_urls = (plan.write_list(lists_dir / f"soak-x-{n}-first-{wget_lines}.urls", "x",
+                                     wget_lines), wget_lines)
+        lab.say(f"soak: wget -nc runs on aiofetch's finished output, on the first "
+                f"{wget_lines:,} lines of the list (-x for tree: aiofetch names the host "
+                f"directory {HOST}:{plan.port} as wget -x does; -nd for flat)")
+    if "cd" in cfg.soak_variants:
+        lab.say("soak cd: no wget -nc row; wget would have to ask the server for each name")
+    if nginx_requests(plan.port) is None:
+        lab.say("soak: this nginx has no stub_status, so requests are not counted; the "
+                "reruns are checked by their reports alone")
+    return {"lines": n, "size": SOAK_SIZE, "per_dir": SOAK_PER_DIR, "wget_lines": wget_lines,
+            "variants": {name: soak_variant(lab, plan, name, lists[SOAK_NAMING[name][0]],
+                                            wget_urls)
+                         for name in cfg.soak_variants}}
+
+
+def soak_space(cfg: Config) -> tuple[int, int]:
+    """Bytes and inodes the soak keeps until the end: per variant the files (a 4 KiB block
+    each), their directories, the state db and a report per aiofetch run that writes one."""
+    n, reports = cfg.soak_lines, cfg.runs + 2
+    per_variant = n * (4096 + SOAK_STATE_BYTES + reports * SOAK_REPORT_LINE)
+    inodes = n + -(-n // SOAK_PER_DIR) + reports + 2 * cfg.runs + 8
+    return per_variant * len(cfg.soak_variants), inodes * len(cfg.soak_variants)
+
+
 # ---------------------------------------------------------------- space, trash, report
 
 
@@ -1172,7 +1623,7 @@ def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
     block = 4096
     byte_total = inode_total = 0
     rounds = cfg.runs + 1
-    for name in cfg.sets:
+    for name in cfg.corpus_sets:
         count, size = cfg.scale[name]
         on_disk = count * -(-size // block) * block
         byte_total += on_disk * (rounds * len(tools) + 1)
@@ -1185,6 +1636,10 @@ def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
     if cfg.memory and "aiofetch" in tools:
         byte_total += sum(MEMORY_FETCH_LINES) * block + 40 * MIB * 3
         inode_total += sum(MEMORY_FETCH_LINES)
+    if "soak" in cfg.sets and "aiofetch" in tools:
+        soak_bytes, soak_inodes = soak_space(cfg)
+        byte_total += soak_bytes
+        inode_total += soak_inodes
     return byte_total, inode_total
 
 
@@ -1196,10 +1651,12 @@ def check_space(cfg: Config, tools: Sequence[str]) -> None:
         raise BenchError(
             f"{cfg.workdir}: about {(need_bytes + DISK_MARGIN) / 1e9:.1f} GB needed (outputs are "
             f"kept until the end), {free_bytes / 1e9:.1f} GB free; use --quick, fewer --sets, "
-            f"--runs or --tools, or another --workdir")
+            f"--runs or --tools, a smaller --soak-lines or fewer --soak-variants, or another "
+            f"--workdir")
     if vfs.f_files and need_inodes > vfs.f_favail:
-        raise BenchError(f"{cfg.workdir}: about {need_inodes:,} inodes needed, "
-                         f"{vfs.f_favail:,} free")
+        raise BenchError(f"{cfg.workdir}: about {need_inodes:,} inodes needed (outputs are "
+                         f"kept until the end), {vfs.f_favail:,} free; use a smaller "
+                         f"--soak-lines or fewer --soak-variants, or another --workdir")
 
 
 def empty_trash(trash: Path) -> None:
@@ -1212,7 +1669,8 @@ def empty_trash(trash: Path) -> None:
     note(f"deleting {trash} once, at the very end: {dirs:,} directories, {files:,} files")
     shutil.rmtree(trash)
     os.sync()
-    (trash.parent / DELETE_MARKER).write_text(f"{time.time()}\n")
+    if files >= SETTLE_MIN_FILES:
+        (trash.parent / DELETE_MARKER).write_text(f"{time.time()}\n")
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -1261,7 +1719,7 @@ def header(lab: Lab, machine: dict[str, Any], tools: Sequence[str]) -> None:
     fs = machine["filesystem"]
     emit(f"work dir {lab.cfg.workdir} on {fs.get('type', '?')} {fs.get('device', '?')}; "
          f"aiofetch {machine['aiofetch_git']}")
-    for tool in (*tools, "nginx"):
+    for tool in (*tools, *(p for p in lab.paths if p not in tools), "nginx"):
         version = machine["versions"].get(tool, "?")
         emit(f"  {tool:<9}{version if len(version) <= 70 else version[:67] + '...'}")
     if missing:
@@ -1271,12 +1729,12 @@ def header(lab: Lab, machine: dict[str, Any], tools: Sequence[str]) -> None:
 
 def progress_sets(cfg: Config) -> list[str]:
     """Where the bar's cost is measured: medium always, large when it is benchmarked."""
-    return ["medium"] + (["large"] if "large" in cfg.sets else [])
+    return ["medium"] + (["large"] if "large" in cfg.corpus_sets else [])
 
 
 def prepare_corpora(cfg: Config, corpus_root: Path, tools: Sequence[str],
                     ) -> dict[str, CorpusSet]:
-    names = list(cfg.sets)
+    names = list(cfg.corpus_sets)
     if cfg.progress_cost and "aiofetch" in tools and "medium" not in names:
         names.append("medium")
     return {name: build_corpus(corpus_root, name, *cfg.scale[name]) for name in names}
@@ -1293,8 +1751,10 @@ def set_record(corpus: CorpusSet, rows: Sequence[ToolSummary], runs: Sequence[Ru
 
 def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -> None:
     cfg, tools = lab.cfg, [t for t in lab.cfg.tools if t in lab.paths]
+    corpus_root.mkdir(parents=True, exist_ok=True)  # --sets soak alone builds no corpus
     corpora = prepare_corpora(cfg, corpus_root, tools)
     tiny_digest = tiny_file(corpus_root)[1]
+    soak_body = tiny_file(corpus_root, "one.bin", SOAK_SIZE)[0].read_bytes()
     report["sets"] = {}
     with nginx_server(nginx, cfg.workdir / "nginx", corpus_root, cfg.concurrency) as port:
         base_url = f"http://{HOST}:{port}"
@@ -1302,7 +1762,7 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
         lists_dir.mkdir(exist_ok=True)
         lists = {name: write_lists(c, base_url, lists_dir) for name, c in corpora.items()}
         settle_after_last_delete(cfg)
-        for name in cfg.sets:
+        for name in cfg.corpus_sets:
             campaign(lab, corpora[name], lists[name], tools)
             rows = summarize(corpora[name], lab.runs, tools)
             print_table(corpora[name], rows, cfg)
@@ -1316,9 +1776,12 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
                                        for name in progress_sets(cfg)]
             for summary in report["progress_cost"]:
                 print_progress_cost(summary)
-        report["startup"] = startup(lab)
+        if cfg.corpus_sets:
+            report["startup"] = startup(lab)
         if cfg.memory:
             report["memory"] = memory(lab, lists_dir, base_url, tiny_digest)
+        if "soak" in cfg.sets:
+            report["soak"] = soak(lab, SoakPlan(cfg.soak_lines, port, soak_body), lists_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1326,6 +1789,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     cfg.workdir.mkdir(parents=True, exist_ok=True)
     wanted = ["nginx"] + [t for t in cfg.tools if t != "aiofetch"]
+    if "soak" in cfg.sets and "aiofetch" in cfg.tools:
+        wanted.append("wget")  # wget 1.x: the soak's `wget -nc` rerun next to aiofetch's
     paths = ensure_programs(wanted)
     aiofetch = find_aiofetch() if "aiofetch" in cfg.tools else None
     if aiofetch:
