@@ -13,7 +13,8 @@ from .models import Result
 
 @dataclass(frozen=True, slots=True)
 class ItemSeen:
-    """The feeder accepted one more input item (good or bad)."""
+    """The feeder has accepted `count` input items (good or bad) so far; it says so once
+    per batch of items it plans together."""
 
     count: int
 

@@ -11,6 +11,7 @@ or a BadLine whose reason is short (it never quotes a long field whole).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -73,6 +74,8 @@ def url_problem(url: str) -> str | None:
     return None if problem is None else f"not a valid URL ({problem})"
 
 
+# Lists repeat their hosts: each is judged once (a tenth of a line's parsing, measured).
+@functools.lru_cache(maxsize=1024)
 def _authority_problem(hostport: str) -> str | None:
     """What is wrong with `HOST[:PORT]` (userinfo removed)."""
     if hostport.startswith("["):
