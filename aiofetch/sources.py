@@ -36,6 +36,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2: a header
 _LOOKS_LIKE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 # A `#` after whitespace starts a comment; a `#` inside a URL is its fragment.
 _COMMENT = re.compile(r"\s#")
+# `http(s)://HOST[:PORT]` then the end or `/?#`: the authority as urlsplit finds it, for
+# URLs with no userinfo, brackets or backslash (those take the general path).
+_SIMPLE_URL = re.compile(r"(?i)https?://([^/?#@\[\]\\]+)(?:[/?#]|$)")
 _JSON_KEYS = frozenset({"url", "path", "sha256", "headers"})
 # `KEY=VALUE` fields of a whitespace line, after URL and PATH (issue 11 adds `mirror`).
 _FIELD_KEYS = frozenset({"sha256"})
@@ -59,15 +62,19 @@ def url_problem(url: str) -> str | None:
         if _SURROGATE.match(unsendable.group()):  # undecodable bytes from argv
             return "URL is not valid UTF-8"
         return "URL contains whitespace or control characters"
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        return f"not a valid URL ({str(exc)[:60]})"
-    if parts.scheme.lower() not in ("http", "https"):
-        # A scheme is letters, digits, `+-.` only (urlsplit takes nothing else as one).
-        scheme = parts.scheme[:20] if parts.scheme else "no scheme"
-        return f"not an http or https URL ({scheme})"
-    hostport = parts.netloc.rpartition("@")[2]
+    simple = _SIMPLE_URL.match(url)
+    if simple is not None:  # most lines: no need for urlsplit's general parse
+        hostport = simple.group(1)
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            return f"not a valid URL ({str(exc)[:60]})"
+        if parts.scheme.lower() not in ("http", "https"):
+            # A scheme is letters, digits, `+-.` only (urlsplit takes nothing else as one).
+            scheme = parts.scheme[:20] if parts.scheme else "no scheme"
+            return f"not an http or https URL ({scheme})"
+        hostport = parts.netloc.rpartition("@")[2]
     if not hostport or hostport.startswith(":"):
         return "URL has no host"
     problem = _authority_problem(hostport)

@@ -374,3 +374,23 @@ def test_fields_are_read_after_the_url_is_checked(text: str, reason: str) -> Non
     assert isinstance(item, BadLine)
     assert reason in item.reason
     assert "one URL per line" in item.reason or "looks like" not in reason
+
+
+@pytest.mark.parametrize("url", [
+    "http://h/x", "HTTPS://H.example:8443/a?b#c", "http://h?q", "http://h#f", "http://h",
+    "http://h:80", "http://:80/", "http://h:/x", "http://h.:1/x", "http://xn--bcher-kva.example/",
+    "http://bücher.example/x", "http://u@h/", "http://u:p@h/", "http://[::1]:8080/",
+    "http://h\\x/", "http://h;x/y", "http://h%41/", "http://-h-/", "hTtP://h/",
+])
+def test_simple_url_fast_path_finds_the_authority_urlsplit_finds(url: str) -> None:
+    """The fast path's authority is urlsplit's netloc wherever it applies, so a URL gets
+    the same verdict either way."""
+    from urllib.parse import urlsplit
+
+    from aiofetch.sources import _SIMPLE_URL
+
+    match = _SIMPLE_URL.match(url)
+    if match is not None:
+        parts = urlsplit(url)
+        assert parts.scheme.lower() in ("http", "https")
+        assert match.group(1) == parts.netloc
