@@ -334,7 +334,9 @@ class _Run:
         self._write_failures = 0
         done = result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
                       sha256=outcome.sha256)
-        self.record(done, outcome.validators)
+        if not (outcome.status is Status.NOT_MODIFIED and planned.journalled
+                and outcome.validators == Validators(planned.etag, planned.modified)):
+            self.record(done, outcome.validators)  # a 304 that changes nothing is not
         return done
 
     async def _attempts(self, download: Download,

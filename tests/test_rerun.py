@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from aiofetch.config import Config
-from aiofetch.engine import download_all
+from aiofetch.engine import download, download_all
 from aiofetch.models import Action, Job, Planned, Result
 from aiofetch.naming import Claims
 from aiofetch.planner import Planner
-from aiofetch.state import LOOKUP_BATCH, State, Validators
+from aiofetch.state import LOOKUP_BATCH, Record, State, Validators
 from aiofetch.storage import Listing, complete_stat, part_size
+
+from .conftest import Serve
 
 
 @pytest.fixture
@@ -165,3 +168,42 @@ def test_rerun_journals_only_what_changed(tmp_path: Path) -> None:
         assert stranger is not None and (stranger.path, stranger.size) == ("stranger", 2)
     finally:
         state.close()
+
+
+async def test_update_rerun_journals_only_what_changed(serve: Serve, tmp_path: Path) -> None:
+    """--if-exists update: a 304 that confirms the journal's validators writes nothing;
+    a 304 with a new ETag is recorded."""
+    etag = {"value": '"v1"'}
+    modified = "Mon, 01 Jan 2024 00:00:00 GMT"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {"ETag": etag["value"], "Last-Modified": modified}
+        if request.headers.get("If-None-Match") is not None:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=b"body", headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/f", handler)
+    server = await serve(app)
+    url = str(server.make_url("/f"))
+    dest = tmp_path / "dest"
+    first = [r async for r in download([url], Config(dest=dest))]
+    assert [r.status.value for r in first] == ["ok"]
+
+    def record() -> Record | None:
+        state = State.open(dest / ".aiofetch.db")
+        try:
+            return state.lookup(url)
+        finally:
+            state.close()
+
+    before = record()
+    update = Config(dest=dest, if_exists="update")
+    again = [r async for r in download([url], update)]
+    assert [r.status.value for r in again] == ["not_modified"]
+    assert record() == before
+    etag["value"] = '"v2"'
+    changed = [r async for r in download([url], update)]
+    assert [r.status.value for r in changed] == ["not_modified"]
+    after = record()
+    assert after is not None and (after.etag, after.status) == ('"v2"', "not_modified")
