@@ -218,7 +218,8 @@ class _Run:
                 task.cancel()
 
     def _stamp(self, key: int | None, result: Result, now: datetime) -> Result:
-        result = dataclasses.replace(result, run=self.id, time=now)
+        if result.run is None:
+            result = dataclasses.replace(result, run=self.id, time=now)
         self.sink(ItemSettled(key, result))
         return result
 
@@ -231,6 +232,16 @@ class _Run:
         tenth of its time."""
         now = datetime.now(timezone.utc)
         await self.results.put([self._stamp(None, result, now) for result in results])
+
+    def skipped(self, planned: Planned, now: datetime) -> Result:
+        """The result of an item the planner found done (stamped at once: a rerun makes
+        one per item, and a copy to stamp it was a twentieth of its time)."""
+        job = planned.job
+        result = Result(url=job.url, path=planned.path, status=Status.SKIPPED, line=job.line,
+                        bytes=planned.size, sha256=planned.sha256, run=self.id, time=now)
+        if not planned.journalled:  # unchanged records are not rewritten
+            self.record(result)
+        return result
 
     async def feed(self, items: Items) -> None:
         try:
@@ -252,17 +263,12 @@ class _Run:
                 count += len(plans)
                 self.sink(ItemSeen(count))
                 settled: list[Result] = []
+                now = datetime.now(timezone.utc)
                 for planned in plans:
                     if isinstance(planned, Result):
                         settled.append(planned)
                     elif planned.action is Action.SKIP:
-                        job = planned.job
-                        result = Result(url=job.url, path=planned.path, status=Status.SKIPPED,
-                                        line=job.line, bytes=planned.size,
-                                        sha256=planned.sha256)
-                        if not planned.journalled:  # unchanged records are not rewritten
-                            self.record(result)
-                        settled.append(result)
+                        settled.append(self.skipped(planned, now))
                     else:
                         if settled and self.jobs.full():  # settled items do not wait
                             await self.settle_many(settled)
