@@ -1,4 +1,4 @@
-"""The command line: flags -> Config, input -> items, results -> stdout/report, exit status.
+"""The command line: flags -> Config, input -> items, then a run (runs.py) -> exit status.
 
 The only module that imports click. The engine (and aiohttp, rich) are imported inside
 the command, so `--help` and `--version` start fast.
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -29,17 +29,14 @@ from .config import (
 )
 from .errors import (
     AiofetchError,
-    CannotWriteError,
     ExitStatus,
     LockedError,
-    StateError,
     UsageError,
 )
 from .sources import Item, LineError, from_args, parse_checksums, printable, read_lines
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .progress import Display
+    pass
 
 EPILOG = """\b
 Examples:
@@ -178,189 +175,6 @@ def _load_checksums(stream: IO[bytes] | None) -> dict[str, str]:
     except OSError as exc:
         raise click.BadParameter(f"cannot read {name}: {exc.strerror or exc}",
                                  param_hint="'--checksums'") from exc
-
-
-T = TypeVar("T")
-
-
-class _Output:
-    """Where result lines go: stdout (--json, or a dry run's plan) and/or --report FILE.
-
-    `through`, when given, prints the stdout lines instead (see `_json_through`). Lines
-    are flushed together, within FLUSH_AFTER seconds on the event loop (or by the
-    caller's `flush`), not one write call each: a flush per line was a fifth of the cost
-    of a report line on a rerun of a long list."""
-
-    FLUSH_AFTER = 0.05
-
-    def __init__(self, stdout: bool, report: IO[str] | None = None, *,
-                 through: Callable[[str], None] | None = None) -> None:
-        self._stdout = sys.stdout if stdout else None
-        self._report = report
-        self._through = through
-        self._flush_due = False
-
-    @property
-    def wanted(self) -> bool:
-        """Whether anything reads the lines (no JSON is made for nobody)."""
-        return self._stdout is not None or self._report is not None
-
-    def write(self, line: str) -> None:
-        if self._stdout is not None and self._through is not None:
-            self._through(line)
-        elif self._stdout is not None:
-            try:
-                self._stdout.write(line + "\n")
-            except BrokenPipeError:
-                self._stdout_gone()
-        if self._report is not None:
-            self._report.write(line + "\n")
-        if not self._flush_due:
-            self._flush_due = True
-            try:
-                import asyncio
-
-                asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
-            except RuntimeError:  # no loop (a dry run): the caller flushes
-                pass
-
-    def flush(self) -> None:
-        """Hand what was written to the reader now."""
-        self._flush_due = False
-        if self._stdout is not None:
-            try:
-                self._stdout.flush()
-            except BrokenPipeError:
-                self._stdout_gone()
-        if self._report is not None:
-            self._report.flush()
-
-    def _stdout_gone(self) -> None:
-        # The reader went away (`| head`): downloads go on, stdout goes quiet, and the
-        # interpreter's last flush must not complain either.
-        self._stdout = None
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
-async def _download(items: Iterator[Item], config: Config, display: Display,
-                    output: _Output, quiet: bool) -> int:
-    import asyncio
-    import contextlib
-    import signal
-    import time
-
-    from .engine import download
-    from .report import Summary, result_json
-    from .shown import MESSAGE_MAX, show
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        if received and signum == signal.SIGINT:
-            # A second Ctrl-C: out at once. Final names only ever hold complete files.
-            output.flush()  # the lines of items settled so far
-            display.abort("aiofetch: quit at once; partial files are kept for resume")
-            os._exit(ExitStatus.SIGINT)
-        first = not received
-        received.append(signum)
-        stop.set()
-        display.stopping()
-        if not first:
-            return  # a repeated SIGTERM: already on the way out
-        if signum == signal.SIGINT:
-            display.print("aiofetch: interrupted: finishing the report, keeping partial "
-                          "files for resume (Ctrl-C again to quit at once)")
-        else:
-            display.print("aiofetch: terminated: finishing the report, keeping partial "
-                          "files for resume")
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    summary = Summary()
-    started = time.monotonic()
-    halted: AiofetchError | None = None
-    try:
-        with display:
-            async with contextlib.aclosing(
-                download(items, config, sink=display, stop=stop)
-            ) as results:
-                try:
-                    async for result in results:
-                        summary.add(result)
-                        if output.wanted:
-                            output.write(result_json(result))
-                except (CannotWriteError, StateError) as exc:
-                    halted = exc
-    finally:
-        output.flush()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    if halted is not None:
-        display.print(f"aiofetch: error: {show(str(halted), MESSAGE_MAX)}")
-    if not quiet and (summary.counts or halted is None):
-        display.print(summary.line(time.monotonic() - started))
-    if received:
-        return ExitStatus.SIGINT if received[0] == signal.SIGINT else ExitStatus.SIGTERM
-    return ExitStatus.FAILED if summary.failed or halted else ExitStatus.OK
-
-
-def _flushed(output: _Output, batches: Iterator[list[T]]) -> Iterator[T]:
-    """Each batch's items, then a flush of what their lines wrote."""
-    for batch in batches:
-        yield from batch
-        output.flush()
-
-
-def _dry_run(items: Iterator[Item], config: Config, display: Display, json_out: bool,
-             quiet: bool) -> int:
-    import json
-    from datetime import datetime, timezone
-
-    from .models import Result, new_run_id
-    from .planner import offline_planner
-    from .progress import error_line
-    from .report import iso_time
-    from .shown import URL_MAX, WHERE_MAX, mask, show
-
-    counts = dict.fromkeys(["fetch", "resume", "update", "skip", "bad"], 0)
-    output = _Output(stdout=True)
-    run = new_run_id()
-    # Planned in batches, so the state is read once per batch (its output comes in
-    # batches too: a dry run of a slow pipe prints every 512 lines).
-    batches = iter(lambda: list(itertools.islice(items, 512)), [])
-    with offline_planner(config) as planner:
-        for plan in _flushed(output, map(planner.plan_many, batches)):
-            if plan is None:
-                continue  # another shard's
-            if isinstance(plan, Result):
-                if plan.error is not None:
-                    counts["bad"] += 1
-                    display.print(f"aiofetch: error: {error_line(plan)}")
-                    continue
-                action, path, url, line = "skip", plan.path, plan.url, plan.line
-                note = f" (duplicate of {show(plan.duplicate_of or '', WHERE_MAX)})"
-            else:
-                action, path, url, line = plan.action.value, plan.path, plan.job.url, plan.job.line
-                note = ""
-            counts[action] += 1
-            if json_out:
-                output.write(json.dumps({"url": mask(url), "path": path, "action": action,
-                                         "line": line, "run": run,
-                                         "time": iso_time(datetime.now(timezone.utc))},
-                                        ensure_ascii=False))
-            else:
-                target = ("(named by Content-Disposition)" if path is None
-                          else show(path, URL_MAX))
-                output.write(f"{action:<6} {show(url, URL_MAX)} -> {target}{note}")
-    if not quiet:
-        display.print("dry run: " + ", ".join(
-            f"{count} {'bad' if action == 'bad' else 'to ' + action}"
-            for action, count in counts.items() if count or action == "fetch"))
-    return ExitStatus.FAILED if counts["bad"] else ExitStatus.OK
 
 
 @click.command(
@@ -519,6 +333,7 @@ def command(
 
     from .config import Config, Politeness, RetryPolicy
     from .progress import Display
+    from .runs import Output, fetch, json_through, show_plan
 
     ctx = click.get_current_context()
     if timestamping:
@@ -568,12 +383,12 @@ def command(
                       verbose=verbose and not quiet)
     try:
         if dry_run:
-            status = _dry_run(items, config, display, json_out, quiet)
+            status = show_plan(items, config, display, json_out, quiet)
         else:
             from .engine import run
 
-            output = _Output(json_out, report, through=_json_through(display, json_out))
-            status = run(_download(items, config, display, output, quiet))
+            output = Output(json_out, report, through=json_through(display, json_out))
+            status = run(fetch(items, config, display, output, quiet))
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")
         status = ExitStatus.USAGE
@@ -587,28 +402,6 @@ def command(
         display.print("aiofetch: interrupted")
         status = ExitStatus.SIGINT
     sys.exit(int(status))
-
-
-def _json_through(display: Display, json_out: bool) -> Callable[[str], None] | None:
-    """How JSON lines reach stdout when it is the very terminal the bars are drawn on.
-
-    Written to fd 1, a line lands wherever the cursor is, inside the bars, and the next
-    redraw erases part of it. Printed through the bars' console instead (fd 2: the same
-    screen), the bars are cleared, the line is printed whole, and they are redrawn below
-    it, the way rich prints any line above a live display. Nothing is diverted that a
-    program could read: stdout is that terminal, not a pipe or a file, and the check is
-    on the device (one tty has one st_rdev), so `> file`, `| jq` or another terminal still
-    get the lines on fd 1. Dropping the bar instead would lose it for `--json` users at a
-    terminal, who are watching both."""
-    if not json_out or display.mode != "bar":
-        return None
-    try:
-        if not (sys.stdout.isatty() and sys.stderr.isatty()):
-            return None
-        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):  # closed or replaced streams
-        return None
-    return display.print if out.st_rdev == err.st_rdev else None
 
 
 def _stderr_is_terminal() -> bool:
