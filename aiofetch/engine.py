@@ -47,7 +47,7 @@ from .retry import HostGate, with_retries
 from .routes import Routes, load_cookies
 from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
-from .storage import open_root
+from .storage import Dirs, open_root
 from .throttle import Throttle
 from .transfer import Context, Download, Outcome
 
@@ -418,8 +418,10 @@ async def download(
         claims = Claims(store)
         throttle = Throttle(config.rate_limit) if config.rate_limit else None
         async with make_session(config) as session:
+            dirs = Dirs(root_fd)
+            resources.callback(dirs.close)
             context = Context(config, session, root_fd, claims, sink, state, throttle,
-                              Routes(config.proxy, cookies))
+                              Routes(config.proxy, cookies), dirs)
             run = _Run(config, sink, context)
             resources.callback(run.planner.close)
             run.feeder = asyncio.create_task(run.feed(items))

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -227,6 +228,67 @@ def part_size(root_fd: int, path: str, listing: Listing | None = None) -> int | 
     return info.st_size if info is not None and stat.S_ISREG(info.st_mode) else None
 
 
+class Dirs:
+    """DIR's directories for the `.part` files of a run: walked once (O_NOFOLLOW, created
+    as needed) and held open, the last DIR_FDS unused ones, so many files in a few
+    directories cost a walk per directory, not a walk (a mkdir and an open per level)
+    per file. Shared by the event loop and the worker threads, hence the lock; a
+    descriptor in use is never closed under its user.
+
+    As with every walk, a directory held open stays the one inside DIR that was walked
+    to, even if its name is later swapped for a link: nothing is written outside DIR.
+    """
+
+    DIR_FDS = 64
+
+    def __init__(self, root_fd: int) -> None:
+        self._root_fd = root_fd
+        self._lock = threading.Lock()
+        self._held: dict[str, list[int]] = {}  # parents -> [fd, users], least recent first
+
+    def acquire(self, parents: Sequence[str]) -> int:
+        """A descriptor for directory `parents` below DIR (created if missing); raises as
+        a walk does. Give it back with `release(parents)`."""
+        key = "/".join(parents)
+        with self._lock:
+            entry = self._held.pop(key, None)
+            if entry is None:
+                entry = [self._walk(parents), 0]
+            entry[1] += 1
+            self._held[key] = entry  # now the most recent
+            self._evict()
+            return entry[0]
+
+    def _walk(self, parents: Sequence[str]) -> int:
+        # From the deepest directory already held: a new leaf of a held tree is one level.
+        for depth in range(len(parents) - 1, 0, -1):
+            above = self._held.get("/".join(parents[:depth]))
+            if above is not None:
+                return _walk(above[0], list(parents[depth:]), create=True)
+        return _walk(self._root_fd, list(parents), create=True)
+
+    def release(self, parents: Sequence[str]) -> None:
+        with self._lock:
+            entry = self._held.get("/".join(parents))
+            if entry is not None:
+                entry[1] -= 1
+                self._evict()
+
+    def _evict(self) -> None:
+        while len(self._held) > self.DIR_FDS:
+            unused = next((key for key, (_, users) in self._held.items() if users <= 0), None)
+            if unused is None:
+                return  # all in use: held beyond the bound until they are given back
+            os.close(self._held.pop(unused)[0])
+
+    def close(self) -> None:
+        """Close every directory held (the run is over)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        for fd, _ in held.values():
+            os.close(fd)
+
+
 class PartFile:
     """A body streaming to `NAME.part`, hashed as it goes, renamed to NAME on commit.
 
@@ -242,12 +304,14 @@ class PartFile:
     the event loop up to INLINE_BODY and in one hop above it.
     """
 
-    def __init__(self, root_fd: int, path: str) -> None:
+    def __init__(self, root_fd: int, path: str, dirs: Dirs | None = None) -> None:
         self.path = path
         *self._parents, self._name = path.split("/")
         self._part = self._name + PART_SUFFIX
         self._root_fd = root_fd
+        self._dirs = dirs
         self._dir_fd = -1
+        self._dir_held = False  # _dir_fd came from `dirs`, to be given back there
         self._fd = -1
         self._pending: asyncio.Future[None] | None = None
         self._hashes: dict[str, Any] = {"sha256": hashlib.sha256()}
@@ -264,8 +328,13 @@ class PartFile:
         """Walk to the parent without following links, then open the `.part` there."""
         if self._dir_fd < 0:
             # Flat layout: DIR itself, no descriptor of our own to open and close.
-            self._dir_fd = (_walk(self._root_fd, self._parents, create=True)
-                            if self._parents else self._root_fd)
+            if not self._parents:
+                self._dir_fd = self._root_fd
+            elif self._dirs is not None:
+                self._dir_fd = self._dirs.acquire(self._parents)
+                self._dir_held = True
+            else:
+                self._dir_fd = _walk(self._root_fd, self._parents, create=True)
         # O_NONBLOCK: a FIFO planted at the name fails at once instead of hanging.
         flags = (os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
                  | os.O_NONBLOCK | (0 if keep else os.O_TRUNC))
@@ -514,7 +583,10 @@ class PartFile:
     async def _close_dir(self) -> None:
         if self._dir_fd >= 0:
             fd, self._dir_fd = self._dir_fd, -1
-            if fd != self._root_fd:
+            if self._dir_held and self._dirs is not None:
+                self._dir_held = False
+                self._dirs.release(self._parents)
+            elif fd != self._root_fd:
                 os.close(fd)
 
     @staticmethod

@@ -39,7 +39,7 @@ from .retry import parse_retry_after
 from .routes import Routes, basic_auth
 from .sources import url_problem
 from .state import State, Validators
-from .storage import IOV_MAX, PartFile, complete_size, part_size
+from .storage import IOV_MAX, Dirs, PartFile, complete_size, part_size
 from .throttle import Throttle
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -72,6 +72,7 @@ class Context:
     state: State | None = None
     throttle: Throttle | None = None
     routes: Routes = field(default_factory=Routes)
+    dirs: Dirs | None = None  # directories held open for the .part files
 
 
 def request_headers(config: Config, planned: Planned) -> dict[str, str]:
@@ -302,7 +303,7 @@ class Download:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         _check_complete(len(data), total, resp.status)
         if self.part is None:
-            self.part = PartFile(self.ctx.root_fd, self.path)
+            self.part = PartFile(self.ctx.root_fd, self.path, self.ctx.dirs)
         assert self._validators is not None
         failed = await self.part.install(
             data, mtime=_timestamp(self._validators.last_modified), expected=_pairs(checks))
@@ -350,7 +351,7 @@ class Download:
     async def _open_part(self, *, keep: bool) -> int:
         assert self.path is not None
         if self.part is None:
-            self.part = PartFile(self.ctx.root_fd, self.path)
+            self.part = PartFile(self.ctx.root_fd, self.path, self.ctx.dirs)
         return await self.part.open(keep=keep)
 
     def _if_range(self) -> str | None:

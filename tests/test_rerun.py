@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import Iterator
@@ -12,11 +13,12 @@ from aiohttp import web
 
 from aiofetch.config import Config
 from aiofetch.engine import download, download_all
+from aiofetch.errors import LocalError
 from aiofetch.models import Action, Job, Planned, Result
 from aiofetch.naming import Claims
 from aiofetch.planner import Planner
 from aiofetch.state import LOOKUP_BATCH, Record, State, Validators
-from aiofetch.storage import Listing, complete_stat, part_size
+from aiofetch.storage import Dirs, Listing, PartFile, complete_stat, part_size
 
 from .conftest import Serve
 
@@ -207,3 +209,51 @@ async def test_update_rerun_journals_only_what_changed(serve: Serve, tmp_path: P
     assert [r.status.value for r in changed] == ["not_modified"]
     after = record()
     assert after is not None and (after.etag, after.status) == ('"v2"', "not_modified")
+
+
+def test_dirs_walk_once_hold_a_bounded_number_and_never_follow_links(
+        tmp_path: Path, root_fd: int) -> None:
+    """Dirs creates and holds the directories .part files go in: the same descriptor for
+    the same directory, at most DIR_FDS unused ones open, none closed while in use, a
+    planted symlink refused, and every one closed at the end."""
+    dest = tmp_path / "dest"
+    (tmp_path / "outside").mkdir()
+    (dest / "link").symlink_to(tmp_path / "outside")
+    before = open_fds()
+    dirs = Dirs(root_fd)
+    first = dirs.acquire(["h", "d0"])
+    assert dirs.acquire(["h", "d0"]) == first  # held: no second walk
+    in_use = [dirs.acquire(["h", f"d{n}"]) for n in range(1, Dirs.DIR_FDS + 10)]
+    assert len(set(in_use)) == Dirs.DIR_FDS + 9
+    assert open_fds() - before >= Dirs.DIR_FDS + 9  # in use: none closed
+    for n in range(1, Dirs.DIR_FDS + 10):
+        dirs.release(["h", f"d{n}"])
+    assert open_fds() - before <= Dirs.DIR_FDS + 1
+    assert os.fstat(first).st_ino == (dest / "h" / "d0").stat().st_ino
+    with pytest.raises(LocalError):
+        dirs.acquire(["link", "sub"])
+    assert not (tmp_path / "outside" / "sub").exists()
+    dirs.release(["h", "d0"])
+    dirs.release(["h", "d0"])
+    dirs.close()
+    assert open_fds() == before
+    assert sorted(p.name for p in (dest / "h").iterdir()) == sorted(
+        f"d{n}" for n in range(Dirs.DIR_FDS + 10))
+
+
+async def test_part_files_share_held_directories(tmp_path: Path, root_fd: int) -> None:
+    """Many .part files in a few directories, installed through one Dirs from threads and
+    the loop alike, all land complete where they belong."""
+    dirs = Dirs(root_fd)
+    try:
+        bodies = {f"h/d{n % 3}/f{n}": os.urandom(100 + n * 4000) for n in range(40)}
+
+        async def put(path: str, body: bytes) -> None:
+            part = PartFile(root_fd, path, dirs)
+            assert await part.install(body, mtime=None, expected=[]) is None
+
+        await asyncio.gather(*(put(path, body) for path, body in bodies.items()))
+    finally:
+        dirs.close()
+    for path, body in bodies.items():
+        assert (tmp_path / "dest" / path).read_bytes() == body
