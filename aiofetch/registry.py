@@ -81,8 +81,8 @@ class RunClaimStore:
         self._buffer = bytearray()
         self._flushed = 0
         self._fd: int | None = None
-        # The last probe (path, word, record, segment, slot, key): owner, is_dir and add
-        # ask about the same path in a row. Any insert makes it stale.
+        # The last probe (path, word, record, segment, slot, key): find and then add ask
+        # about the same path in a row. Any insert makes it stale.
         self._last: tuple[str, int, Record | None, int, int, int] | None = None
 
     # The ClaimStore protocol.
