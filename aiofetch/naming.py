@@ -144,42 +144,35 @@ def numbered(name: str, n: int) -> str:
 
 
 class ClaimStore(Protocol):
-    """Where claims live: in memory for small uses, on disk (registry.py) for a run."""
+    """Where claims live: in memory for small uses, in registry.py for a run."""
 
-    def owner(self, path: str) -> tuple[str, str] | None:
-        """(url, line) of the claim on `path`, if any."""
-
-    def is_dir(self, path: str) -> bool:
-        """Whether some claim needs `path` as a directory."""
+    def find(self, path: str) -> tuple[str, str] | bool:
+        """(url, line) of the claim on `path`; else whether some claim needs it as a
+        directory (a path is never both)."""
 
     def add(self, path: str, url: str, line: str, dirs: Sequence[str]) -> None:
-        """Record a claim on `path` and the directories it needs."""
+        """Record a claim on `path` (unclaimed) and directories it needs (some may be known)."""
 
 
 class MemoryClaimStore:
-    """Claims in two dicts; fine for lists that fit comfortably in memory."""
+    """Claims in a dict and a set; fine for lists that fit comfortably in memory."""
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[str, str]] = {}
         self._dirs: set[str] = set()
 
-    def owner(self, path: str) -> tuple[str, str] | None:
-        return self._files.get(path)
-
-    def is_dir(self, path: str) -> bool:
-        return path in self._dirs
+    def find(self, path: str) -> tuple[str, str] | bool:
+        return self._files.get(path) or path in self._dirs
 
     def add(self, path: str, url: str, line: str, dirs: Sequence[str]) -> None:
         self._files[path] = (url, line)
         self._dirs.update(dirs)
 
-    def contents(self) -> tuple[dict[str, tuple[str, str]], set[str]]:
-        """Every claim (path -> (url, line)) and every directory they need."""
-        return self._files, self._dirs
-
 
 # A key no real path can equal (paths never hold NUL): "this URL was seen, unnamed".
 _UNNAMED = "\0"
+# Directories resolved lately (requested -> numbered); a tree has few, in runs.
+_PARENTS_KEPT = 4096
 
 
 class Claims:
@@ -194,6 +187,9 @@ class Claims:
         self._store = store if store is not None else MemoryClaimStore()
         # Which URL an earlier run saved at a path: names stay theirs across runs.
         self._reserved = reserved
+        # A directory, once some claim needs it, is never a file, and the files that
+        # numbered it stay files: how a requested directory resolves never changes.
+        self._parents: dict[str, str] = {}
 
     def claim(self, url: str, path: str, line: str = "") -> tuple[str, str | None]:
         """Reserve `path` (or its first free numbered variant) for `url`.
@@ -201,24 +197,54 @@ class Claims:
         Returns the path and, when `url` had already claimed it, the line that did.
         """
         store = self._store
-        parts = path.split("/")
-        for level in range(len(parts) - 1):
-            parent = parts[:level]
-            name, n = parts[level], 0
-            while store.owner("/".join([*parent, numbered(name, n)])) is not None:
-                n += 1
-            parts[level] = numbered(name, n)
-        parent, name, n = parts[:-1], parts[-1], 0
+        head, slash, name = path.rpartition("/")
+        resolved: list[tuple[str, str]] = []
+        if not slash:
+            base = ""
+        elif (parent := self._parents.get(head)) is not None:
+            base = parent + "/"
+        else:
+            base = self._resolve(head, resolved) + "/"
+        candidate, n = base + name, 0
         while True:
-            candidate = "/".join([*parent, numbered(name, n)])
-            owner = store.owner(candidate)
-            if owner is not None and owner[0] == url:
-                return candidate, owner[1]
-            if owner is None and not store.is_dir(candidate) and self._free(candidate, url):
-                break
+            found = store.find(candidate)
+            if found is False:
+                if self._free(candidate, url):
+                    break
+            elif found is not True and found[0] == url:
+                self._remember(resolved)
+                return candidate, found[1]
             n += 1
-        store.add(candidate, url, line, ["/".join(parts[:level]) for level in range(1, len(parts))])
+            candidate = base + numbered(name, n)
+        store.add(candidate, url, line, [directory for _, directory in resolved])
+        if resolved:
+            self._remember(resolved)
         return candidate, None
+
+    def _resolve(self, head: str, resolved: list[tuple[str, str]]) -> str:
+        """Directory `head` with each level numbered past files; new levels to `resolved`."""
+        store = self._store
+        parents = self._parents
+        requested = parent = ""
+        for level, name in enumerate(head.split("/")):
+            requested = f"{requested}/{name}" if level else name
+            known = parents.get(requested)
+            if known is not None:
+                parent = known
+                continue
+            base = f"{parent}/" if level else ""
+            n = 0
+            while isinstance(store.find(base + numbered(name, n)), tuple):  # a file
+                n += 1
+            parent = base + numbered(name, n)
+            resolved.append((requested, parent))
+        return parent
+
+    def _remember(self, resolved: list[tuple[str, str]]) -> None:
+        """Keep directories the store now holds (bounded: forget all when full)."""
+        if len(self._parents) + len(resolved) > _PARENTS_KEPT:
+            self._parents.clear()
+        self._parents.update(resolved)
 
     def reserve_with(self, reserved: Callable[[str], str | None]) -> None:
         """Consult `reserved` (path -> URL an earlier run saved there) before naming."""
@@ -233,8 +259,8 @@ class Claims:
     def seen_unnamed(self, url: str, line: str) -> str | None:
         """For items named later (Content-Disposition): the line that first had `url`."""
         key = _UNNAMED + url
-        owner = self._store.owner(key)
-        if owner is None:
-            self._store.add(key, url, line, ())
-            return None
-        return owner[1]
+        found = self._store.find(key)
+        if isinstance(found, tuple):
+            return found[1]
+        self._store.add(key, url, line, ())
+        return None
