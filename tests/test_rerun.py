@@ -62,11 +62,12 @@ def make_tree(dest: Path, dirs: int, files: int) -> list[str]:
     return paths
 
 
-@pytest.mark.parametrize("listed", [True, False])
-def test_probes_from_held_directories(tmp_path: Path, root_fd: int, listed: bool) -> None:
+@pytest.mark.parametrize("limit", [None, 5, 0])
+def test_probes_from_held_directories(tmp_path: Path, root_fd: int, limit: int | None) -> None:
     """Probing many directories holds at most DIR_FDS open, sees every file, misses what
     is absent, never follows a planted symlink, and lets every descriptor go on close;
-    alike when directories are listed and when (past MAX_ENTRIES) each name is stat'ed."""
+    alike when every directory's listing is kept, when listings are let go and taken
+    again (MAX_ENTRIES 5), and when no directory is listed (each name stat'ed)."""
     dest = tmp_path / "dest"
     paths = make_tree(dest, Listing.DIR_FDS + 20, 3)
     outside = tmp_path / "outside"
@@ -77,8 +78,8 @@ def test_probes_from_held_directories(tmp_path: Path, root_fd: int, listed: bool
     (dest / "d1" / "f0.part").write_bytes(b"half")
     before = open_fds()
     listing = Listing(root_fd)
-    if not listed:
-        listing.MAX_ENTRIES = 0  # type: ignore[misc]  # every name stat'ed
+    if limit is not None:
+        listing.MAX_ENTRIES = limit  # type: ignore[misc]
     for _ in range(2):  # the second round reopens what was evicted
         for path in paths:
             info = complete_stat(root_fd, path, listing)
