@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from . import __version__
+from .shown import mask
 
 Layout = Literal["flat", "tree"]
 IfExists = Literal["skip", "update", "overwrite"]
@@ -186,6 +187,7 @@ def parse_proxy(text: str) -> str:
     """A --proxy: an http:// or https:// URL with a host. SOCKS is refused: aiohttp
     would speak HTTP to a SOCKS proxy."""
     value = text.strip()
+    text = mask(text)  # messages never show a proxy's password
     try:
         parts = urllib.parse.urlsplit(value)
         port = parts.port  # a bad port raises here

@@ -468,3 +468,12 @@ def test_parse_proxy(text: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError):
             parse_proxy(text)
+
+
+def test_a_bad_proxy_is_refused_without_showing_its_password() -> None:
+    """--proxy errors mask the password of the URL they quote."""
+    from aiofetch.config import parse_proxy
+
+    with pytest.raises(ValueError) as caught:
+        parse_proxy("ftp://user:secret@127.0.0.1:3128/")
+    assert "secret" not in str(caught.value) and "user:***@" in str(caught.value)
