@@ -187,9 +187,9 @@ def parse_args(argv: Sequence[str]) -> Config:
         "same tree, a --dry-run on the finished and on an empty directory (these --runs "
         "times), and one --if-exists update rerun (a conditional GET each, 304). Per variant "
         "at 10^6 lines: about 4.5 GB, a million inodes and 0.4 GB per report, kept until the "
-        "end; and today the first run about 7.5 min (~2,300 files/s), a round of reruns 4, "
-        "the update rerun 6.5, the file checks 2: about 20 min with --runs 1, 38 with the "
-        "default 5.")
+        "end; and (2026-12-01) the first run 5-7 min (2,300-3,300 files/s), a round of "
+        "reruns 1.5, the update rerun 3-3.5, the file checks 1-2: about 15 min with --runs 1, "
+        "21 with the default 5.")
     soak.add_argument("--soak-lines", type=positive_int, default=SOAK_LINES, metavar="N",
                       help="URLs in the soak list (default: %(default)s; 20000 for a trial)")
     soak.add_argument("--soak-variants", type=comma_list(SOAK_VARIANTS), default=("tree",),
