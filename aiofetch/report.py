@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,8 +17,12 @@ from .shown import mask
 
 def iso_time(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC to the millisecond, `Z` for the zone: `2026-12-01T22:50:03.123Z`."""
-    if moment is None:
-        return None
+    return None if moment is None else _iso(moment)
+
+
+# Items settled together share their moment (a batch of skips): formatted once.
+@functools.lru_cache(maxsize=8)
+def _iso(moment: datetime) -> str:
     if moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
     return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
