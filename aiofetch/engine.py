@@ -226,16 +226,14 @@ class _Run:
     async def settle(self, key: int | None, result: Result) -> None:
         await self.results.put(self._stamp(key, result, datetime.now(timezone.utc)))
 
-    async def settle_many(self, results: list[Result]) -> None:
-        """Items settled without a transfer (skips, duplicates, bad lines), in one go: a
-        rerun settles nearly every item so, and one queue hand-over per item was a
-        tenth of its time."""
-        now = datetime.now(timezone.utc)
+    async def settle_many(self, results: list[Result], now: datetime) -> None:
+        """Items of one batch settled without a transfer (skips, duplicates, bad lines),
+        at `now`, in one queue hand-over: a rerun settles nearly every item so."""
         await self.results.put([self._stamp(None, result, now) for result in results])
 
     def skipped(self, planned: Planned, now: datetime) -> Result:
-        """The result of an item the planner found done (stamped at once: a rerun makes
-        one per item, and a copy to stamp it was a twentieth of its time)."""
+        """The result of an item the planner found done, stamped as it is made (a copy
+        to stamp it, dataclasses.replace, cost 2.7 us an item)."""
         job = planned.job
         result = Result(url=job.url, path=planned.path, status=Status.SKIPPED, line=job.line,
                         bytes=planned.size, sha256=planned.sha256, run=self.id, time=now)
@@ -271,11 +269,11 @@ class _Run:
                         settled.append(self.skipped(planned, now))
                     else:
                         if settled and self.jobs.full():  # settled items do not wait
-                            await self.settle_many(settled)
+                            await self.settle_many(settled, now)
                             settled = []
                         await self.jobs.put(planned)
                 if settled:
-                    await self.settle_many(settled)
+                    await self.settle_many(settled, now)
         finally:
             self.sink(InputDone(count))
 

@@ -49,8 +49,8 @@ def result_dict(result: Result) -> dict[str, Any]:
     return fields
 
 
-# Built once: json.dumps with any option builds an encoder per call (a quarter of the
-# cost of a report line, measured).
+# Built once: json.dumps with any option builds an encoder per call (measured, 3.7 us
+# a report line against 2.7 us with one encoder).
 _ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
 _ENCODE_ASCII = json.JSONEncoder(check_circular=False).encode
 

@@ -26,8 +26,8 @@ class Output:
 
     `through`, when given, prints the stdout lines instead (see `json_through`). Lines
     are flushed together, within FLUSH_AFTER seconds on the event loop (or by the
-    caller's `flush`), not one write call each: a flush per line was a fifth of the cost
-    of a report line on a rerun of a long list."""
+    caller's `flush`), not one write call each: a rerun of a long list writes a
+    line per item."""
 
     FLUSH_AFTER = 0.05
 

@@ -358,30 +358,24 @@ async def test_directory_prefix_is_dir(tmp_path: Path, flag: str) -> None:
     assert [line["action"] for line in ran.lines()] == ["skip"]
 
 
-@pytest.mark.parametrize("flag", ["-N", "--timestamping"])
-async def test_timestamping_is_if_exists_update(tmp_path: Path, flag: str) -> None:
-    """-N/--timestamping plans a conditional update of a file already there."""
-    (tmp_path / "a.txt").write_bytes(b"here")
+@pytest.mark.parametrize(("flag", "there", "action", "contradiction"), [
+    ("-N", "a.txt", "update", "--if-exists overwrite"),
+    ("--timestamping", "a.txt", "update", "--if-exists overwrite"),
+    ("-c", "a.txt.part", "resume", "--no-resume"),
+    ("--continue", "a.txt.part", "resume", "--no-resume"),
+])
+async def test_wget_habits_plan_as_their_flags(tmp_path: Path, flag: str, there: str,
+                                               action: str, contradiction: str) -> None:
+    """-N/--timestamping plans a conditional update of a file already there, -c/--continue
+    a resume (as by default); each with the flag it contradicts is a usage error."""
+    (tmp_path / there).write_bytes(b"here")
     ran = await aiofetch("--dry-run", "--json", flag, "-d", str(tmp_path),
                          "http://127.0.0.1:9/a.txt")
     assert ran.code == 0, ran.err
-    assert [line["action"] for line in ran.lines()] == ["update"]
-    clash = await aiofetch(flag, "--if-exists", "overwrite", "-d", str(tmp_path), "--dry-run",
+    assert [line["action"] for line in ran.lines()] == [action]
+    clash = await aiofetch(flag, *contradiction.split(), "-d", str(tmp_path), "--dry-run",
                            "http://127.0.0.1:9/a.txt")
-    assert "--if-exists overwrite" in one_error_line(clash)
-
-
-@pytest.mark.parametrize("flag", ["-c", "--continue"])
-async def test_continue_is_accepted(tmp_path: Path, flag: str) -> None:
-    """-c/--continue resumes, as by default; with --no-resume it is a usage error."""
-    (tmp_path / "a.txt.part").write_bytes(b"half")
-    ran = await aiofetch("--dry-run", "--json", flag, "-d", str(tmp_path),
-                         "http://127.0.0.1:9/a.txt")
-    assert ran.code == 0, ran.err
-    assert [line["action"] for line in ran.lines()] == ["resume"]
-    clash = await aiofetch(flag, "--no-resume", "-d", str(tmp_path), "--dry-run",
-                           "http://127.0.0.1:9/a.txt")
-    assert "--no-resume" in one_error_line(clash)
+    assert contradiction in one_error_line(clash)
 
 
 async def test_user_agent_and_limit_rate_aliases(serve_on: Start, tmp_path: Path) -> None:
