@@ -20,7 +20,9 @@ from click.core import ParameterSource
 from . import __version__
 from .config import (
     DEFAULT_USER_AGENT,
+    MAX_SPLIT,
     parse_max_size,
+    parse_min_split,
     parse_proxy,
     parse_rate,
     parse_seconds,
@@ -211,6 +213,14 @@ def _load_checksums(stream: IO[bytes] | None) -> dict[str, str]:
               help="Concurrent downloads.")
 @click.option("--per-host", type=click.IntRange(min=0), default=6, show_default=True,
               help="Concurrent connections per host (0: no limit).")
+@click.option("-s", "--split", type=click.IntRange(min=1, max=MAX_SPLIT), default=4,
+              show_default=True, metavar="N",
+              help="At most N connections for one big file (1: one stream). Only files of "
+              "at least twice --min-split-size whose server allows ranges are split; "
+              "connections count against --per-host.")
+@click.option("--min-split-size", type=ParsedType("size", parse_min_split), default="20M",
+              show_default=True, metavar="SIZE",
+              help="Never split a file into pieces smaller than SIZE (aria2c's -k).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="SECONDS", help="Time allowed to connect.")
 @click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
@@ -294,6 +304,8 @@ def command(
     checksums: IO[bytes] | None,
     jobs: int,
     per_host: int,
+    split: int,
+    min_split_size: int,
     connect_timeout: float,
     read_timeout: float,
     max_redirects: int,
@@ -331,7 +343,7 @@ def command(
     URLs come from the arguments, from -i files, or from stdin when it is a pipe.
     """
 
-    from .config import Config, Politeness, RetryPolicy
+    from .config import Config, Politeness, RetryPolicy, Split
     from .progress import Display
     from .runs import Output, fetch, json_through, show_plan
 
@@ -354,6 +366,7 @@ def command(
         checksums=_load_checksums(checksums),
         jobs=jobs,
         per_host=per_host,
+        split=Split(connections=split, min_size=min_split_size),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_redirects=max_redirects,

@@ -53,6 +53,25 @@ class Politeness:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Split:
+    """One file over several connections (-s/--split, --min-split-size): at most
+    `connections` at once, no piece under `min_size` bytes, so only files of at least
+    twice `min_size` are split. `connections=1` fetches every file as one stream."""
+
+    connections: int = 4
+    min_size: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= MAX_SPLIT:
+            raise ValueError(f"split connections must be 1-{MAX_SPLIT}")
+        if self.min_size < 1:
+            raise ValueError("min_size must be at least 1 byte")
+
+
+MAX_SPLIT = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Everything that shapes a run. Variants via `dataclasses.replace`."""
 
@@ -75,6 +94,7 @@ class Config:
     cookies: Path | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     politeness: Politeness = field(default_factory=Politeness)
+    split: Split = field(default_factory=Split)
     resume: bool = True
     # The state journal: None means DIR/.aiofetch.db; use_state=False runs without one.
     state: Path | None = None
@@ -168,6 +188,15 @@ def parse_max_size(text: str) -> int:
     size = parse_size(text)
     if size < 1:
         raise ValueError(f"{text!r} is below 1 byte (no file would be kept)")
+    return size
+
+
+def parse_min_split(text: str) -> int:
+    """A --min-split-size: at least 1 MiB (smaller pieces cost more round trips than
+    they save; aria2c's -k has the same floor)."""
+    size = parse_size(text)
+    if size < 1 << 20:
+        raise ValueError(f"{text!r} is below 1M")
     return size
 
 

@@ -17,6 +17,8 @@ class Job:
     path: str | None = None
     sha256: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
+    # Other places to get the same file (`mirror=URL` fields, a JSON line's "mirrors").
+    mirrors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class Result:
     elapsed_s: float = 0.0
     error: str | None = None
     duplicate_of: str | None = None
+    # Most connections used at once for the body, and the URLs its bytes came from
+    # (more than one only when mirrors served pieces of one file).
+    connections: int = 0
+    source: tuple[str, ...] = ()
     run: str | None = None
     time: datetime | None = None
 

@@ -28,6 +28,15 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
+def _source(urls: tuple[str, ...]) -> str | list[str] | None:
+    """The URL the bytes came from; a list when mirrors served pieces of one file."""
+    if not urls:
+        return None
+    if len(urls) == 1:
+        return mask(urls[0])
+    return [mask(url) for url in urls]
+
+
 def result_dict(result: Result) -> dict[str, Any]:
     """The JSON report fields, in the contract's order; passwords in URLs masked."""
     fields: dict[str, Any] = {
@@ -43,6 +52,8 @@ def result_dict(result: Result) -> dict[str, Any]:
         "line": result.line,
         "run": result.run,
         "time": iso_time(result.time),
+        "connections": result.connections,
+        "source": _source(result.source),
     }
     if result.duplicate_of is not None:
         fields["duplicate_of"] = result.duplicate_of

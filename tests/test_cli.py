@@ -74,7 +74,8 @@ async def test_urls_as_arguments_with_json(serve: Serve, tmp_path: Path) -> None
     lines = sorted(ran.lines(), key=lambda line: str(line["line"]))
     assert [line["line"] for line in lines] == ["args:1", "args:2"]
     assert list(lines[0]) == ["url", "path", "status", "http_status", "bytes", "sha256",
-                              "attempts", "elapsed_s", "error", "line", "run", "time"]
+                              "attempts", "elapsed_s", "error", "line", "run", "time",
+                              "connections", "source"]
     assert lines[0]["sha256"] == sha256(b"AAA") and lines[0]["status"] == "ok"
     assert (tmp_path / "a.txt").read_bytes() == b"AAA"
     assert "2 ok" in ran.err and "Traceback" not in ran.err

@@ -24,6 +24,8 @@ FIELDS = [
     "line",
     "run",
     "time",
+    "connections",
+    "source",
 ]
 
 
@@ -35,7 +37,8 @@ def make(status: Status = Status.OK, **changes: Any) -> Result:
 def test_result_dict_fields_in_contract_order() -> None:
     """A report line has exactly the contract's fields, in order, with their values."""
     result = make(
-        http_status=200, bytes=5, sha256="ab" * 32, attempts=2, elapsed_s=0.25, line="urls:3"
+        http_status=200, bytes=5, sha256="ab" * 32, attempts=2, elapsed_s=0.25, line="urls:3",
+        connections=1, source=("http://u:pw@m/a",),
     )
     fields = result_dict(result)
     assert list(fields) == FIELDS
@@ -52,6 +55,8 @@ def test_result_dict_fields_in_contract_order() -> None:
         "line": "urls:3",
         "run": None,
         "time": None,
+        "connections": 1,
+        "source": "http://u:***@m/a",
     }
 
 
@@ -73,6 +78,13 @@ def test_status_values(status: Status) -> None:
     """The status field is the contract's lower-case word."""
     assert json.loads(result_json(make(status)))["status"] == status.value
     assert status.value in {"ok", "skipped", "not_modified", "failed", "interrupted"}
+
+
+def test_source_is_a_list_only_for_several_mirrors() -> None:
+    """`source` is null with no bytes fetched, one URL, or a list when mirrors shared."""
+    assert result_dict(make())["source"] is None
+    two = result_dict(make(source=("http://a/f", "http://b/f"), connections=4))
+    assert two["source"] == ["http://a/f", "http://b/f"] and two["connections"] == 4
 
 
 def test_duplicate_of_only_when_set() -> None:
