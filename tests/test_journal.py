@@ -332,7 +332,7 @@ def part_has_bytes(part: Path) -> bool:
     return part.exists() and part.stat().st_size > 0
 
 
-# Over transfer.RECORD_ABOVE: its validators are journalled before its first byte.
+# Over journal.RECORD_ABOVE: its validators are journalled before its first byte.
 BIG = os.urandom(12 * 1024 * 1024)
 
 

@@ -257,7 +257,7 @@ async def test_run_and_time_on_every_report_line(serve: Serve, tmp_path: Path) -
     runs = []
     for number, (began, ended) in enumerate(bounds):
         batch = lines[3 * number:3 * number + 3]
-        assert all(list(line)[-2:] == ["run", "time"] for line in batch)
+        assert all(list(line)[-4:-2] == ["run", "time"] for line in batch)
         assert len({line["run"] for line in batch}) == 1
         runs.append(batch[0]["run"])
         for line in batch:

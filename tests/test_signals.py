@@ -14,7 +14,7 @@ import pytest
 from .conftest import RangeSite
 from .test_cli import aiofetch, start
 
-# Over transfer.RECORD_ABOVE, so even SIGKILL finds its validators journalled.
+# Over journal.RECORD_ABOVE, so even SIGKILL finds its validators journalled.
 BODY = os.urandom(12 * 1024 * 1024)
 CUT = 1024 * 1024
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from aiofetch import Config, Result, Status, download
 from aiofetch.config import RetryPolicy
-from aiofetch.transfer import parse_digest_fields
+from aiofetch.headers import parse_digest_fields
 
 from .conftest import RangeSite, Serve, names, sha256
 from .test_cli import aiofetch
