@@ -30,11 +30,12 @@ from .headers import (
 from .journal import RECORD_ABOVE, PartJournal
 from .models import Action, Planned, Status
 from .naming import Claims, disposition_name, url_name
+from .partfile import IOV_MAX, PartFile
 from .redirects import get
 from .routes import Routes
 from .sources import url_problem
 from .state import State, Validators
-from .storage import IOV_MAX, Dirs, PartFile, complete_size, part_size
+from .storage import Dirs, complete_size, part_size
 from .throttle import Throttle
 
 

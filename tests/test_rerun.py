@@ -16,9 +16,10 @@ from aiofetch.engine import download, download_all
 from aiofetch.errors import LocalError
 from aiofetch.models import Action, Job, Planned, Result
 from aiofetch.naming import Claims
+from aiofetch.partfile import PartFile
 from aiofetch.planner import Planner
 from aiofetch.state import LOOKUP_BATCH, Record, State, Validators
-from aiofetch.storage import Dirs, Listing, PartFile, complete_stat, part_size
+from aiofetch.storage import Dirs, Listing, complete_stat, part_size
 
 from .conftest import Serve
 

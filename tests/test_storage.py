@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from aiofetch.errors import LocalError
-from aiofetch.storage import INLINE_BODY, PartFile, complete_size, open_root
+from aiofetch.partfile import INLINE_BODY, PartFile
+from aiofetch.storage import complete_size, open_root
 
 
 @pytest.fixture

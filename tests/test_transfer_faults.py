@@ -19,8 +19,9 @@ from aiofetch import Config, Result, Status, download
 from aiofetch.client_errors import is_unknown_host
 from aiofetch.config import Politeness, RetryPolicy, parse_seconds
 from aiofetch.events import Event, ItemSettled, TransferAdvanced, TransferStarted
+from aiofetch.partfile import IOV_MAX, PartFile
 from aiofetch.retry import HostGate
-from aiofetch.storage import IOV_MAX, PartFile, open_root
+from aiofetch.storage import open_root
 
 from .conftest import FileSite, RangeSite, RawHandler, Serve, read_head, read_request, sha256
 from .test_cli import aiofetch
