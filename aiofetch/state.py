@@ -3,10 +3,11 @@
 It keeps, per URL, where the file went and what it was (size, sha256, ETag,
 Last-Modified, last status and time), so a cron run can ask only for what changed; and
 the validators of `.part` files, so a resume sends `If-Range` and never splices a changed
-resource onto a stale prefix. WAL journaling: a commit is an append to the log, not an
-fsync, and survives a crash of the process. Results are written in batches (one
-transaction per 512 results or per second); `.part` validators at once, since a resume
-after SIGKILL depends on them. Only the run holding DIR's lock writes it.
+resource onto a stale prefix, and for a split download the byte ranges its `.part`
+already holds. WAL journaling: a commit is an append to the log, not an fsync, and
+survives a crash of the process. Results are written in batches (one transaction per 512
+results or per second); `.part` validators and ranges at once, since a resume after
+SIGKILL depends on them. Only the run holding DIR's lock writes it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import errno
 import itertools
 import operator
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,20 +28,30 @@ from .errors import StateError
 
 # PRAGMA application_id: "aiof", so a foreign SQLite file is told apart from ours.
 APPLICATION_ID = 0x61696F66
-SCHEMA_VERSION = 2
+# 1: parts; 2: + items; 3: + parts.total and parts.ranges (split downloads).
+SCHEMA_VERSION = 3
+# The oldest schema a dry run can read as it is (it never reads what 3 added).
+READABLE_VERSION = 2
 BATCH_ROWS = 512
 BATCH_SECONDS = 1.0
 # URLs looked up in one statement (SQLite allows 32,766 parameters since 3.32).
 LOOKUP_BATCH = 500
 
-_SCHEMA = """
+# One statement each: they run inside one transaction with the migration, which
+# executescript() would commit first.
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS parts (
     path          TEXT PRIMARY KEY,  -- target path; its body streams to PATH.part
     url           TEXT NOT NULL,
     etag          TEXT,
     last_modified TEXT,
-    updated       REAL NOT NULL
-) WITHOUT ROWID;
+    updated       REAL NOT NULL,
+    total         INTEGER,           -- a split download: the file's full length
+    ranges        TEXT               -- and the byte ranges done, as encode_ranges() writes
+) WITHOUT ROWID
+""",
+    """
 CREATE TABLE IF NOT EXISTS items (
     url           TEXT PRIMARY KEY,
     path          TEXT,              -- relative to DIR: this URL's claim on a name
@@ -50,9 +62,13 @@ CREATE TABLE IF NOT EXISTS items (
     status        TEXT NOT NULL,     -- the last result: ok, skipped, not_modified, failed...
     http_status   INTEGER,
     updated       REAL NOT NULL      -- when that result settled (Unix time)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_path ON items (path);
-"""
+) WITHOUT ROWID
+""",
+    "CREATE INDEX IF NOT EXISTS items_path ON items (path)",
+)
+# Columns added since a table was first created (ALTER TABLE appends them, in this
+# order, so an upgraded file has the same layout as a new one).
+_ADDED_COLUMNS = (("parts", "total", "INTEGER"), ("parts", "ranges", "TEXT"))
 
 # A complete file: everything about it is replaced.
 _RECORD_FILE = """
@@ -106,10 +122,12 @@ class State:
     """An open state journal."""
 
     def __init__(self, db: sqlite3.Connection, path: Path,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 schema: int = SCHEMA_VERSION) -> None:
         self._db = db
         self.path = path
         self._clock = clock
+        self._schema = schema  # below SCHEMA_VERSION only in a dry run's read-only open
         self._pending: list[tuple[str, tuple[object, ...]]] = []
         self._flushed_at = clock()
 
@@ -138,31 +156,43 @@ class State:
             raise StateError(f"cannot open state file {str(path)!r}: {exc}") from exc
         try:
             if readonly:
-                cls._check(db, path)
-                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                schema = cls._check(db, path)
+                if schema < READABLE_VERSION:
                     raise StateError(f"state file {str(path)!r} is from an older aiofetch; "
                                      "a real run will update it")
             else:
                 cls._prepare(db, path)
+                schema = SCHEMA_VERSION
         except sqlite3.Error as exc:
             db.close()
             raise StateError(f"state file {str(path)!r} is unusable: {exc}") from exc
         except StateError:
             db.close()
             raise
-        return cls(db, path)
+        return cls(db, path, schema=schema)
 
     @classmethod
     def _prepare(cls, db: sqlite3.Connection, path: Path) -> None:
+        """Create the tables, or bring an older file's up to SCHEMA_VERSION, at once."""
         cls._check(db, path)
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Checked again under the write lock: another process may have upgraded it.
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            cls._check(db, path)
+            for statement in _SCHEMA:
+                db.execute(statement)
+            for table, column, kind in _ADDED_COLUMNS:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
-    def _check(db: sqlite3.Connection, path: Path) -> None:
+    def _check(db: sqlite3.Connection, path: Path) -> int:
+        """The file's schema version, once it is known to be ours and not newer."""
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -172,6 +202,7 @@ class State:
         if version > SCHEMA_VERSION:
             raise StateError(f"state file {str(path)!r} is from a newer aiofetch "
                              f"(schema {version}, this one knows {SCHEMA_VERSION})")
+        return int(version)
 
     def close(self) -> None:
         """Write what is pending and close."""
@@ -261,11 +292,42 @@ class State:
         return None if row is None else str(row[0])
 
     def remember_part(self, path: str, url: str, validators: Validators) -> None:
-        """Record what PATH.part holds, before its first byte is written."""
+        """Record what PATH.part holds, before its first byte is written (a new version:
+        no ranges yet)."""
         self._write(
-            "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO parts (path, url, etag, last_modified, updated, total, ranges)"
+            " VALUES (?, ?, ?, ?, ?, NULL, NULL)",
             (path, url, validators.etag, validators.last_modified, time.time()),
         )
+
+    def remember_ranges(self, path: str, url: str, total: int,
+                        ranges: Sequence[tuple[int, int]]) -> None:
+        """Record the byte ranges of a split download that PATH.part holds, of `total`
+        bytes, on the record remember_part made for this URL (none: nothing is written).
+
+        A direct write, like remember_part: a resume after SIGKILL depends on it. Ranges
+        out of 0..total are a ValueError.
+        """
+        encoded = encode_ranges(ranges, total)
+        self._write(
+            "UPDATE parts SET total = ?, ranges = ?, updated = ? WHERE path = ? AND url = ?",
+            (total, encoded, time.time(), path, url),
+        )
+
+    def part_ranges(self, path: str, url: str) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+        """(total, ranges done) recorded for PATH.part when it was started for this URL and
+        split; None when not, or when the record does not hold together."""
+        if self._schema < 3:
+            return None  # a dry run on an older file: no ranges were kept
+        row = self._read("SELECT url, total, ranges FROM parts WHERE path = ?", (path,))
+        if row is None or row[0] != url:
+            return None
+        total, text = row[1], row[2]
+        # SQLite keeps whatever type was stored; only our own encoding is trusted.
+        if type(total) is not int or not isinstance(text, str):
+            return None
+        ranges = decode_ranges(text, total)
+        return None if ranges is None else (total, ranges)
 
     def forget_part(self, path: str) -> None:
         self._write("DELETE FROM parts WHERE path = ?", (path,))
@@ -276,6 +338,49 @@ class State:
         except sqlite3.Error as exc:
             raise StateError(f"cannot write state file {str(self.path)!r}: {exc}",
                              errno=_errno_of(exc)) from exc
+
+
+_RANGE = re.compile(r"(0|[1-9][0-9]*)-([1-9][0-9]*)")
+
+
+def encode_ranges(ranges: Iterable[tuple[int, int]], total: int) -> str:
+    """Half-open byte ranges as "START-END,START-END": sorted, overlapping and adjacent
+    ones merged, empty ones dropped; "" for none. Outside 0..total is a ValueError."""
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if not 0 <= start <= end <= total:
+            raise ValueError(f"byte range {start}-{end} is not within 0-{total}")
+        if start == end:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return ",".join(f"{start}-{end}" for start, end in merged)
+
+
+def decode_ranges(text: str, total: int) -> tuple[tuple[int, int], ...] | None:
+    """The ranges encode_ranges wrote, merged; None unless each is 0 <= START < END <= total
+    and they are sorted without overlap (adjacent ones are merged)."""
+    if total < 0:
+        return None
+    if not text:
+        return ()
+    merged: list[tuple[int, int]] = []
+    for piece in text.split(","):
+        match = _RANGE.fullmatch(piece)
+        if match is None:
+            return None
+        start, end = int(match[1]), int(match[2])
+        if not start < end <= total:
+            return None
+        if merged and start < merged[-1][1]:
+            return None
+        if merged and start == merged[-1][1]:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return tuple(merged)
 
 
 def _errno_of(exc: sqlite3.Error) -> int | None:
