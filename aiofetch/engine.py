@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from .config import Config
+from .context import Context
 from .errors import (
     AiofetchError,
     CannotWriteError,
@@ -45,11 +46,12 @@ from .planner import Planner
 from .registry import RunClaimStore
 from .retry import HostGate, with_retries
 from .routes import Routes, load_cookies
+from .slots import HostSlots
 from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
 from .storage import Dirs, open_root
 from .throttle import Throttle
-from .transfer import Context, Download, Outcome
+from .transfer import Download, Outcome
 
 T = TypeVar("T")
 Item = str | Job | BadLine
@@ -67,8 +69,11 @@ READ_BUFFER = 64 * 1024
 
 def make_session(config: Config) -> aiohttp.ClientSession:
     """The run's one session: bounded connections, stall timeouts, bodies kept as sent."""
+    # -j downloads at once, each over up to --split connections (pieces take only the
+    # --per-host slots nobody waits for: see slots.py).
     connector = aiohttp.TCPConnector(
-        limit=config.jobs, limit_per_host=config.per_host, ssl=_tls(config)
+        limit=config.jobs * config.split.connections, limit_per_host=config.per_host,
+        ssl=_tls(config)
     )
     read_size = READ_BUFFER
     if config.rate_limit:  # small reads keep a rate limit smooth
@@ -189,8 +194,7 @@ class _Run:
         self.context = context
         self.id = new_run_id()
         self.planner = Planner(config, context.root_fd, context.claims, context.state)
-        self.gate = HostGate(spacing=config.politeness.wait,
-                             jitter=config.politeness.random_wait)
+        self.gate = context.gate
         self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
         # Results, or lists of them (settle_many): bounded in entries, so a few MB at most.
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=min(4 * config.jobs, 32))
@@ -337,7 +341,8 @@ class _Run:
             return interrupted
         self._write_failures = 0
         done = result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
-                      sha256=outcome.sha256)
+                      sha256=outcome.sha256, connections=download.connections,
+                      source=download.source)
         if not (outcome.status is Status.NOT_MODIFIED and planned.journalled
                 and outcome.validators == Validators(planned.etag, planned.modified)):
             self.record(done, outcome.validators)  # a 304 that changes nothing is not
@@ -347,8 +352,7 @@ class _Run:
                         on_retry: Callable[[int, float, ItemError], None]) -> Outcome:
         """The item's attempts and the waits between them, within --max-time if set."""
         policy = self.config.retry
-        attempts = with_retries(download.attempt, policy, host=download.host,
-                                gate=self.gate, on_retry=on_retry)
+        attempts = self._sources(download, on_retry)
         if policy.max_time is None:
             return await attempts
         try:
@@ -359,6 +363,32 @@ class _Run:
                                   http_status=download.http_status)
             error.path = download.path
             raise error from exc
+
+    async def _sources(self, download: Download,
+                       on_retry: Callable[[int, float, ItemError], None]) -> Outcome:
+        """The item's URL with its retries, then each mirror with its own, in turn; the
+        error of an item that failed everywhere names each URL's."""
+        failures: list[str] = []
+        while True:
+            before = download.attempts
+
+            def spent(before: int = before) -> int:
+                return download.attempts - before
+
+            try:
+                return await with_retries(download.attempt, self.config.retry,
+                                          host=download.host, gate=self.gate,
+                                          on_retry=on_retry,
+                                          spent=spent)
+            except ItemError as exc:
+                if isinstance(exc, LocalError) or len(download.urls) == 1:
+                    raise  # DIR's trouble: another URL would not help
+                failures.append(f"{download.asked}: {exc}")
+                if not download.next_mirror():
+                    error = type(exc)(f"all {len(failures)} URLs failed: "
+                                      + "; ".join(failures), http_status=exc.http_status)
+                    error.path = exc.path
+                    raise error from exc
 
     def _count_write_failure(self, exc: ItemError) -> None:
         if not (isinstance(exc, LocalError) and exc.errno in _CANNOT_WRITE):
@@ -419,7 +449,10 @@ async def download(
             dirs = Dirs(root_fd)
             resources.callback(dirs.close)
             context = Context(config, session, root_fd, claims, sink, state, throttle,
-                              Routes(config.proxy, cookies), dirs)
+                              Routes(config.proxy, cookies), dirs,
+                              slots=HostSlots(config.per_host),
+                              gate=HostGate(spacing=config.politeness.wait,
+                                            jitter=config.politeness.random_wait))
             run = _Run(config, sink, context)
             resources.callback(run.planner.close)
             run.feeder = asyncio.create_task(run.feed(items))

@@ -1,5 +1,5 @@
 """What the state journal knows of one item's `.part`: the version its bytes came from
-(validators, for `If-Range`).
+(validators, for `If-Range`) and, for a split download, which byte ranges are complete.
 
 A `.part` with no record (or another URL's) is never resumed: its bytes could belong to
 anything. Large bodies are recorded before their first byte, so even SIGKILL leaves a
@@ -9,6 +9,7 @@ anything. Large bodies are recorded before their first byte, so even SIGKILL lea
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from .errors import LocalError, StateError
 from .state import State, Validators
@@ -86,3 +87,18 @@ class PartJournal:
             self._written = None
             with contextlib.suppress(StateError):  # a stale record is harmless
                 self.state.forget_part(self.path)
+
+    def remember_ranges(self, total: int, ranges: Sequence[tuple[int, int]]) -> None:
+        """The byte ranges of a split `.part` that are written (after their write
+        returned): a later run fetches only the rest. Best effort: a journal that cannot
+        be written only costs the resume."""
+        if self.state is None or self.path is None or not self.recorded:
+            return
+        with contextlib.suppress(StateError):
+            self.state.remember_ranges(self.path, self.url, total, ranges)
+
+    def stored_ranges(self) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+        """(total, completed ranges) of a split `.part` started for this URL, if recorded."""
+        if self.state is None or self.path is None:
+            return None
+        return self.state.part_ranges(self.path, self.url)

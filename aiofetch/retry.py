@@ -113,11 +113,14 @@ async def with_retries(
     on_retry: Callable[[int, float, ItemError], None],
     sleep: Sleep = asyncio.sleep,
     rand: Callable[[], float] = random.random,
+    spent: Callable[[], int] | None = None,
 ) -> T:
     """Run `attempt` until it succeeds, fails for good, or runs out of retries.
 
     Transient failures (connection, timeout, truncation, 408/425/429/5xx) are retried
     after a backoff, or after the server's Retry-After, which pauses the whole host.
+    `spent`, when given, counts the attempts used so far (an attempt may use several:
+    the retried pieces of a split file).
     """
     number = 0
     while True:
@@ -126,6 +129,8 @@ async def with_retries(
         try:
             return await attempt()
         except ItemError as exc:
+            if spent is not None:
+                number = spent()
             if not is_retryable(exc) or number > policy.retries:
                 raise
             if exc.retry_after is not None and exc.retry_after > policy.max_retry_after:

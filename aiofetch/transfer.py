@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import dataclass
 
 import aiohttp
 from yarl import URL
 
 from .client_errors import status_error, translate
 from .config import Config
+from .context import Context
 from .errors import (
     HTTPStatusError,
     ItemError,
     SizeLimitError,
     TransferError,
     VerificationError,
+    is_retryable,
 )
-from .events import EventSink, TransferAdvanced, TransferStarted
+from .events import TransferAdvanced, TransferStarted
 from .headers import (
     DIGEST_NAMES,
     WANT_DIGEST,
+    accepts_ranges,
     parse_content_range,
     parse_digest_fields,
     refuses_ranges,
@@ -29,14 +33,15 @@ from .headers import (
 )
 from .journal import RECORD_ABOVE, PartJournal
 from .models import Action, Planned, Status
-from .naming import Claims, disposition_name, url_name
-from .partfile import IOV_MAX, PartFile
+from .naming import disposition_name, url_name
+from .partfile import IOV_MAX, PartFile, split_mark
+from .pieces import Span, first_gap, should_split
 from .redirects import get
-from .routes import Routes
+from .retry import backoff
 from .sources import url_problem
-from .state import State, Validators
-from .storage import Dirs, complete_size, part_size
-from .throttle import Throttle
+from .split import Changed, Source, SplitFetch, host_of
+from .state import Validators
+from .storage import complete_size, part_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +54,6 @@ class Outcome:
     bytes: int
     sha256: str | None
     validators: Validators | None = None
-
-
-@dataclass(slots=True)
-class Context:
-    """What every item in a run shares."""
-
-    config: Config
-    session: aiohttp.ClientSession
-    root_fd: int
-    claims: Claims
-    sink: EventSink
-    state: State | None = None
-    throttle: Throttle | None = None
-    routes: Routes = field(default_factory=Routes)
-    dirs: Dirs | None = None  # directories held open for the .part files
 
 
 def request_headers(config: Config, planned: Planned) -> dict[str, str]:
@@ -122,18 +112,49 @@ class Download:
         self.ctx = ctx
         self.planned = planned
         self.key = key
-        # A Job from an API caller skipped the parser: what it refuses fails here, as
-        # does what yarl cannot parse (the first attempt says so), never the resolver.
-        self._bad_url = url_problem(planned.job.url)
-        try:
-            self.parsed_url: URL | None = None if self._bad_url else URL(planned.job.url)
-        except ValueError:  # UnicodeError too
-            self.parsed_url = None
+        # The URL, then its mirrors: the one asked now is `urls[current]`.
+        self.urls = (planned.job.url, *planned.job.mirrors)
+        self.current = 0
+        self.parsed_url: URL | None = None
+        self._bad_url: str | None = None
+        self._parse(planned.job.url)
         self.journal = PartJournal(ctx.state, planned.job.url, planned.path)
         self.part: PartFile | None = None
         self.attempts = 0
         self.http_status: int | None = None
+        self.connections = 0  # most at once
+        self.source: tuple[str, ...] = ()  # the URLs the file's bytes came from
         self._expected: list[_Check] = []  # what the body must hash to
+        self._offset = 0  # where the body asked for starts
+        self._ranges: tuple[Span, ...] | None = None  # a split .part's written ranges
+        self._fresh = False  # the .part holds another URL's bytes: start over
+        self._one_stream = False  # a split went wrong: this item is fetched unsplit
+        self._split_ranges: tuple[Span, ...] | None = None  # where this run's split stopped
+
+    def _parse(self, url: str) -> None:
+        # A Job from an API caller skipped the parser: what it refuses fails here, as
+        # does what yarl cannot parse (the first attempt says so), never the resolver.
+        self._bad_url = url_problem(url)
+        try:
+            self.parsed_url = None if self._bad_url else URL(url)
+        except ValueError:  # UnicodeError too
+            self.parsed_url = None
+
+    def next_mirror(self) -> bool:
+        """Ask the next mirror from now on, from byte 0 (bytes of two URLs are never
+        joined without a digest to prove them); False when there is none left."""
+        if self.current + 1 >= len(self.urls):
+            return False
+        self.current += 1
+        self._parse(self.urls[self.current])
+        self._fresh = True
+        self._ranges = None
+        return True
+
+    @property
+    def asked(self) -> str:
+        """The URL asked now: the item's own, or a mirror."""
+        return self.urls[self.current]
 
     @property
     def path(self) -> str | None:
@@ -150,16 +171,26 @@ class Download:
 
     @property
     def host(self) -> str:
-        """HOST:PORT, the unit of Retry-After pauses."""
+        """HOST:PORT, the unit of Retry-After pauses and --per-host."""
         if self.parsed_url is None:
-            return self.url
-        return f"{self.parsed_url.host}:{self.parsed_url.port}"
+            return self.asked
+        return host_of(self.parsed_url)
 
     async def attempt(self) -> Outcome:
         """One request for the body; raise ItemError (with `.path`) on failure."""
         self.attempts += 1
         try:
-            return await self._attempt_closing()
+            try:
+                return await self._attempt_closing()
+            except Changed:
+                # Pieces showed another version of the file: nothing is spliced, the
+                # file starts over as one stream (a request of its own: an attempt).
+                self._one_stream = True
+                self._ranges = None
+                if self.part is not None:
+                    await self.part.open(keep=False)
+                self.attempts += 1
+                return await self._attempt_closing()
         except ItemError as exc:
             exc.path = self.path
             raise
@@ -180,18 +211,22 @@ class Download:
 
     async def _attempt(self) -> Outcome:
         config = self.ctx.config
-        offset = self._resume_offset()
+        self._ranges = None
+        offset = self._offset = self._resume_offset()
         headers = request_headers(config, self.planned)
         headers["Want-Repr-Digest"] = WANT_DIGEST
         conditional = False
-        if offset > 0:
+        if offset > 0 or self._ranges:
             headers["Range"] = f"bytes={offset}-"
             if_range = self.journal.if_range()
             if if_range:
                 headers["If-Range"] = if_range
         elif self.planned.action is Action.UPDATE:
             conditional = self._add_conditions(headers)
-        resp = await self._get(headers)
+        slots, host = self.ctx.slots, self.host
+        with slots.asking(host):
+            resp = await self._get(headers)
+        slots.hold(host)
         try:
             self.http_status = resp.status
             if resp.status == 304 and conditional:
@@ -203,7 +238,7 @@ class Download:
             if not 200 <= resp.status < 300:
                 raise HTTPStatusError(f"HTTP {resp.status}: no body to save",
                                       http_status=resp.status)
-            if resp.status == 206 and offset == 0:
+            if resp.status == 206 and offset == 0 and not self._ranges:
                 raise HTTPStatusError("HTTP 206 for a request without Range", http_status=206)
             if self.path is None:
                 self.path = self._name_from(resp)
@@ -214,6 +249,7 @@ class Download:
             return await self._receive(resp)
         finally:
             resp.release()
+            slots.drop(host)
 
     async def _receive(self, resp: aiohttp.ClientResponse) -> Outcome:
         total = resp.content_length
@@ -249,6 +285,7 @@ class Download:
         if failed is not None:
             raise VerificationError(checks[failed].failure(self.part), http_status=resp.status)
         self.journal.forget()
+        self._streamed()
         return Outcome(Status.OK, self.path, resp.status, total, self.part.sha256(), validators)
 
     def _resume_offset(self) -> int:
@@ -258,10 +295,14 @@ class Download:
             return 0
         if self.attempts == 1 and self.planned.action is not Action.RESUME:
             return 0  # the planner just looked: no .part (and only we write in DIR)
+        if self._fresh:
+            self._fresh = False
+            return 0
         size = part_size(self.ctx.root_fd, self.path)
         if not size:
             return 0
         journal = self.journal
+        ranges = self._split_ranges
         if journal.state is not None and journal.validators is None:
             owner = journal.owner()
             if owner is not None and owner != self.url:
@@ -270,6 +311,17 @@ class Download:
                 return 0  # unverifiable (a run killed early): cheaper to start over
             if owner is not None:
                 journal.adopt()  # an earlier run's record: ours to clear
+                stored = journal.stored_ranges()
+                if stored is not None and ranges is None:
+                    ranges = stored[1]
+        if ranges is not None:
+            # A split .part: its first gap is where the one request starts; the pieces
+            # fill the others, or the bytes after that gap go.
+            self._ranges = tuple(ranges)
+            return first_gap(self._ranges)
+        mark = split_mark(self.ctx.root_fd, self.path)
+        if mark is not None:  # a split .part with no journal: only its prefix is proven
+            return min(size, mark)
         return size
 
     def _add_conditions(self, headers: dict[str, str]) -> bool:
@@ -324,7 +376,7 @@ class Download:
         assert self.part is not None and self.path is not None
         config = self.ctx.config
         part = self.part
-        offset = part.size
+        offset = self._offset if resp.status == 206 else 0
         if refuses_ranges(resp.headers):
             self.journal.resumable = False
         total = resp.content_length
@@ -344,6 +396,10 @@ class Download:
         self._expected = self._checks(resp)
         for check in self._expected:
             part.want(check.algorithm)
+        if total is not None and self._splittable(resp, total, offset):
+            return await self._split(resp, total, offset)
+        if part.size != offset:  # a split .part: what lies past its first gap goes
+            await part.truncate(offset)
         await part.adopt_prefix()
         self.ctx.sink(TransferStarted(self.key, self.url, self.path, total, part.size))
         throttle = self.ctx.throttle
@@ -395,6 +451,79 @@ class Download:
         _check_complete(part.size, total, resp.status)
         return await self._finish(resp)
 
+    def _splittable(self, resp: aiohttp.ClientResponse, total: int, offset: int) -> bool:
+        """More connections may fetch the rest: the file is big enough, the server
+        serves ranges, and a strong validator (for If-Range) or an expected digest
+        makes sure every piece is of this version."""
+        split = self.ctx.config.split
+        if self._one_stream or not accepts_ranges(resp.headers):
+            return False
+        validators = self.journal.validators or self.journal.stored_validators()
+        if not ((validators and validators.if_range()) or self._expected):
+            return False
+        done = self._ranges or ((0, offset),)
+        still = total - sum(end - start for start, end in done)
+        if not should_split(total, still, connections=split.connections,
+                            min_size=split.min_size):
+            return False
+        # Without the journal only a mark on the .part says which bytes are whole.
+        assert self.part is not None
+        return self.ctx.state is not None or self.part.mark(offset)
+
+    async def _split(self, resp: aiohttp.ClientResponse, total: int, offset: int) -> Outcome:
+        """The rest of the file over several connections (split.py), then the checks."""
+        assert self.part is not None and self.path is not None and self.parsed_url is not None
+        validators = self.journal.validators or self.journal.stored_validators()
+        final = URL(str(resp.url))
+        sources = [Source(final, host_of(final), validators.if_range() if validators else None,
+                          validators)]
+        if self._expected:  # a digest proves the whole file: mirrors may serve pieces
+            sources.extend(Source(url, host_of(url), None)
+                           for url in self._mirror_urls())
+        done = self._ranges or (((0, offset),) if offset else ())
+        self.journal.record()  # the ranges need the record, whatever the file's size
+        fetch = SplitFetch(self.ctx, key=self.key, part=self.part, journal=self.journal,
+                           headers=request_headers(self.ctx.config, self.planned),
+                           origin=self.parsed_url, sources=sources, total=total, done=done,
+                           retry=self._piece_retry)
+        self.ctx.sink(TransferStarted(self.key, self.url, self.path, total,
+                                      sum(end - start for start, end in done)))
+        try:
+            await fetch.run(resp, offset)
+        finally:
+            self._split_ranges = fetch.frontier.done
+            self.connections = max(self.connections, fetch.peak)
+        self._split_ranges = None
+        self.source = tuple(str(sources[n].url) for n in sorted(fetch.served))
+        return await self._finish(resp)
+
+    def _streamed(self) -> None:
+        """The file came over one connection, unless a split said otherwise."""
+        self.connections = max(self.connections, 1)
+        if not self.source:
+            self.source = (self.asked,)
+
+    def _mirror_urls(self) -> list[URL]:
+        urls = []
+        for text in self.urls[self.current + 1:]:
+            if url_problem(text) is None:
+                with contextlib.suppress(ValueError):
+                    urls.append(URL(text))
+        return urls
+
+    def _piece_retry(self, error: ItemError) -> float:
+        """A piece failed: another attempt of the item, if it has any left (raise when
+        not). Returns the wait before the piece is asked again."""
+        policy = self.ctx.config.retry
+        if not is_retryable(error) or self.attempts > policy.retries:
+            error.path = self.path
+            raise error
+        self.attempts += 1
+        if error.retry_after is not None:
+            self.ctx.gate.pause(self.host, error.retry_after)
+            return 0.0
+        return backoff(self.attempts - 1, policy)
+
     def _check_announced_size(self, total: int | None, status: int) -> None:
         """Fail before the first byte when the body is known to be over --max-size."""
         limit = self.ctx.config.max_size
@@ -434,6 +563,7 @@ class Download:
             raise VerificationError(self._expected[failed].failure(part),
                                     http_status=resp.status)
         digest = part.sha256()
+        self._streamed()
         validators = self.journal.validators or self.journal.stored_validators()
         await part.commit(mtime=timestamp(validators.last_modified if validators else None))
         self.journal.forget()
