@@ -32,7 +32,8 @@ class Resource:
     a later Last-Modified. `cut_after`: the connection is closed after that many body
     bytes, for `cuts` responses (range responses only, unless `cut_plain`); with `stall`
     the response is held open there instead. `busy_ranges`: the n-th range requests
-    (1 = first) get a 503.
+    (1 = first) get a 503. A mirror of another length, or with other bytes of the same
+    length, is a Resource with that other body.
     """
 
     body: bytes
