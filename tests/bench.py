@@ -50,6 +50,16 @@ QUICK_SETS: dict[str, tuple[int, int]] = {
     "large": (2, 64 * MIB),
 }
 ALL_TOOLS = ("aiofetch", "curl", "wget2", "aria2c")
+# The split set: one file served under /split/, where nginx caps every connection's rate.
+SPLIT_SET = "split"
+SPLIT_SIZE = 512 * MIB
+QUICK_SPLIT_SIZE = 128 * MIB
+SPLIT_RATE = "64m"  # nginx's limit_rate per connection (m = MiB/s): 512 MiB takes 8 s a stream
+SPLIT_PREFIX = "split"  # URL prefix (and directory under the corpus root) of the split set
+SPLIT_RSS_TARGET_MIB = 60.0
+# The unthrottled sets' extra variant (--split-compare): aiofetch with one stream per file,
+# next to the default aiofetch row (--split 4).
+SPLIT_ONE = "aiofetch-s1"
 PACKAGES = {"nginx": "nginx-light", "curl": "curl", "wget2": "wget2", "aria2c": "aria2",
             "wget": "wget"}
 ARIA2C_MAX_PER_SERVER = 16  # aria2c rejects --max-connection-per-server above this
@@ -113,15 +123,28 @@ class Config:
     settle: float
     soak_lines: int
     soak_variants: tuple[str, ...]
+    split_compare: bool = True
 
     @property
     def scale(self) -> dict[str, tuple[int, int]]:
         return QUICK_SETS if self.quick else FULL_SETS
 
     @property
+    def split_size(self) -> int:
+        return QUICK_SPLIT_SIZE if self.quick else SPLIT_SIZE
+
+    @property
     def corpus_sets(self) -> tuple[str, ...]:
-        """The chosen sets that are a corpus served file by file (all but soak)."""
+        """The chosen unthrottled sets served file by file (all but split and soak)."""
         return tuple(name for name in self.sets if name in FULL_SETS)
+
+    def corpus_tools(self, tools: Sequence[str]) -> list[str]:
+        """The rows of an unthrottled set: the tools, and aiofetch-s1 right after aiofetch
+        when --split-compare is on."""
+        if not self.split_compare or "aiofetch" not in tools:
+            return list(tools)
+        at = list(tools).index("aiofetch") + 1
+        return [*tools[:at], SPLIT_ONE, *tools[at:]]
 
 
 def comma_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -155,12 +178,15 @@ def parse_args(argv: Sequence[str]) -> Config:
     parser.add_argument("--json", dest="json_path", type=Path, default=None, metavar="FILE",
                         help="write every number here (default: WORKDIR/bench.json)")
     parser.add_argument("--quick", action="store_true",
-                        help="smaller sets: 1,000 x 16 KiB, 50 x 1 MiB, 2 x 64 MiB")
-    parser.add_argument("--sets", type=comma_list((*FULL_SETS, "soak")),
-                        default=tuple(FULL_SETS),
-                        help="comma-separated sets (default: small,medium,large); soak, the "
-                             "million-line first run and reruns, runs only when named here, "
-                             "e.g. --sets soak (see --soak-lines)")
+                        help="smaller sets: 1,000 x 16 KiB, 50 x 1 MiB, 2 x 64 MiB, split "
+                             "1 x 128 MiB")
+    parser.add_argument("--sets", type=comma_list((*FULL_SETS, SPLIT_SET, "soak")),
+                        default=(*FULL_SETS, SPLIT_SET),
+                        help="comma-separated sets (default: small,medium,large,split); split "
+                             "is one 512 MiB file that nginx serves at 64 MiB/s per connection "
+                             "(limit_rate 64m), see below; soak, the million-line first run "
+                             "and reruns, runs only when named here, e.g. --sets soak (see "
+                             "--soak-lines)")
     parser.add_argument("--tools", type=comma_list(ALL_TOOLS), default=ALL_TOOLS,
                         help="comma-separated tools (default: aiofetch,curl,wget2,aria2c)")
     parser.add_argument("--concurrency", "-c", type=positive_int, default=32, metavar="C",
@@ -175,10 +201,29 @@ def parse_args(argv: Sequence[str]) -> Config:
                              "small/medium/large)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the used output directories (WORKDIR/trash)")
+    parser.add_argument("--split-compare", action=argparse.BooleanOptionalAction, default=True,
+                        help="on small/medium/large, also run `aiofetch --split 1` (row "
+                             f"{SPLIT_ONE}) next to aiofetch (--split 4, the default), the pair "
+                             "in alternating order each round; its 'aiofetch vs it' is the "
+                             "median per-round --split 1 / --split 4 wall time, >= 1 means "
+                             "splitting cost nothing (default: on)")
     parser.add_argument("--settle", type=float, default=65.0, metavar="SECONDS",
                         help="pause after a mass delete: each aria2c run on a set of 500+ files "
                              "(one control file deleted per download), or the last run's "
                              "trash if it was emptied less than this ago (default: %(default)s)")
+    parser.add_argument_group(
+        "split set (--sets split)",
+        "One 512 MiB random file (128 MiB with --quick), sha256-checked after every run, "
+        f"served under /{SPLIT_PREFIX}/ with `limit_rate {SPLIT_RATE}` (64 MiB/s per "
+        "connection, as CDNs and mirrors cap it), so one stream takes about 8 s. Each round "
+        "runs, in alternating order (reversed every other round): aiofetch --split 8 "
+        "--per-host 8 (pieces count against --per-host, default 6), aria2c -x 8 -s 8 -k 20M, "
+        "curl (one stream), aiofetch --split 1 and aiofetch --split 16 --per-host 16. "
+        "Reported: each tool's wall, MB/s, CPU and peak RSS (median and each round), and "
+        "per-round pair ratios with their targets: aiofetch --split 8 time / aria2c time "
+        f"(<= 1.0), its speed / curl's (>= 5x), its speed / --split 1's, and the peak RSS of "
+        f"--split 16 (<= {SPLIT_RSS_TARGET_MIB:.0f} MiB). With --runs 3: 3.7 min while aiofetch "
+        "takes one stream (8.7 s a run, 2026-12-02), about 2 once it splits.")
     soak = parser.add_argument_group(
         "soak set (--sets soak)",
         "N distinct URLs (1,000 per directory) that nginx answers with one 1 KiB body, fetched "
@@ -217,6 +262,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         settle=max(0.0, args.settle),
         soak_lines=args.soak_lines,
         soak_variants=args.soak_variants,
+        split_compare=args.split_compare,
     )
 
 
@@ -517,6 +563,10 @@ http {{
         server_name bench;
         root {root};
         location / {{ }}
+        location /{split_prefix}/ {{
+            limit_rate {split_rate};
+            limit_rate_after 0;
+        }}
         location /m/ {{ rewrite ^ /tiny.bin break; }}
         location /x/ {{ rewrite ^ /one.bin break; }}
         location /c/ {{
@@ -528,6 +578,17 @@ http {{
 }}
 """
 TEMP_MODULES = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def nginx_conf(*, base: Path, root: Path, port: int, concurrency: int, user: str = "",
+               temp_paths: str = "", status: str = "") -> str:
+    """The whole nginx.conf: one worker, no access log, sendfile; every connection to
+    /split/... capped at SPLIT_RATE from its first byte, the rest unthrottled."""
+    connections = max(4096, 4 * concurrency)
+    return NGINX_CONF.format(
+        user=user, base=base, nofile=2 * connections + 64, connections=connections,
+        temp_paths=temp_paths, cd_prefix=SOAK_CD_PREFIX, host=HOST, port=port, root=root,
+        status=status, split_prefix=SPLIT_PREFIX, split_rate=SPLIT_RATE)
 
 
 def nginx_temp_paths(built: str, base: Path) -> str:
@@ -583,14 +644,11 @@ def start_nginx(binary: str, base: Path, root: Path,
     temp_paths = nginx_temp_paths(built, base)
     status = (f"        location = {STATUS_PATH} {{ stub_status; }}"
               if "--with-http_stub_status_module" in built else "")
-    connections = max(4096, 4 * concurrency)
     for _attempt in range(5):
         port = free_port()
         conf = base / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(
-            user=user, base=base, nofile=2 * connections + 64, connections=connections,
-            temp_paths=temp_paths, cd_prefix=SOAK_CD_PREFIX, host=HOST, port=port,
-            root=root, status=status))
+        conf.write_text(nginx_conf(base=base, root=root, port=port, concurrency=concurrency,
+                                   user=user, temp_paths=temp_paths, status=status))
         with open(base / "stderr.log", "ab") as log:
             proc = subprocess.Popen(
                 [binary, "-p", f"{base}/", "-c", str(conf), "-e", str(base / "error.log")],
@@ -930,7 +988,7 @@ def to_trash(lab: Lab, path: Path) -> None:
 
 def allow_for(tool: str) -> Callable[[str], bool]:
     """Names a tool may leave beside the outputs: aiofetch's state db, WAL and lock."""
-    if tool == "aiofetch":
+    if tool.startswith("aiofetch"):
         return lambda name: name.startswith(STATE_PREFIX)
     return lambda name: False
 
@@ -998,8 +1056,10 @@ def report_run(result: RunResult) -> None:
 
 def tool_command(lab: Lab, tool: str, lists: SetLists, outdir: Path) -> list[str]:
     c = str(lab.cfg.concurrency)
+    if tool == SPLIT_ONE:  # --split-compare: the aiofetch row below, with one stream a file
+        return [*tool_command(lab, "aiofetch", lists, outdir), "--split", "1"]
     path = lab.paths[tool]
-    if tool == "aiofetch":
+    if tool == "aiofetch":  # --split 4, the default: big files get up to 4 connections
         return [path, "-i", str(lists.urls), "-d", str(outdir), "-j", c, "--per-host", c,
                 "-q", "--no-progress"]
     if tool == "curl":  # --disable (first): ignore ~/.curlrc
@@ -1020,6 +1080,18 @@ def round_order(tools: Sequence[str], rnd: int) -> list[str]:
     """Round r starts with tool r-1 (mod n): every tool takes every place in turn."""
     shift = max(rnd - 1, 0) % len(tools)
     return list(tools[shift:]) + list(tools[:shift])
+
+
+def paired_round_order(tools: Sequence[str], rnd: int, first: str = "aiofetch",
+                       second: str = SPLIT_ONE) -> list[str]:
+    """round_order, with `first` and `second` trading places when needed so that `first`
+    runs before `second` in odd rounds (and the warm-up) and after it in even ones."""
+    order = round_order(tools, rnd)
+    if first in order and second in order:
+        i, j = order.index(first), order.index(second)
+        if (i < j) != (rnd % 2 == 1 or rnd == 0):
+            order[i], order[j] = order[j], order[i]
+    return order
 
 
 def settle_after(lab: Lab, tool: str, files: int) -> None:
@@ -1046,7 +1118,7 @@ def settle_after_last_delete(cfg: Config) -> None:
 def run_round(lab: Lab, corpus: CorpusSet, lists: SetLists, tools: Sequence[str],
               rnd: int) -> None:
     tag = "w" if rnd == 0 else f"r{rnd:02d}"
-    for position, tool in enumerate(round_order(tools, rnd)):
+    for position, tool in enumerate(paired_round_order(tools, rnd)):
         label = f"{corpus.name}-{tag}-{tool}"
         outdir = fresh_dir(lab, label)
         job = Job(tool, label, tool_command(lab, tool, lists, outdir), outdir, corpus.expected())
@@ -1123,17 +1195,265 @@ def print_table(corpus: CorpusSet, rows: Sequence[ToolSummary], cfg: Config) -> 
     emit()
     emit(f"== {corpus.name}: {corpus.describe()}, concurrency {cfg.concurrency}, "
          f"{cfg.runs} counted rounds + 1 warm-up ==")
-    emit(f"{'tool':<10}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
+    emit(f"{'tool':<12}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
          f"{'RSS MiB':>9}{'aiofetch vs it':>16}")
     for row in rows:
         ratio = "" if row.tool == "aiofetch" else cell(row.aiofetch_ratio, ".2f", "x")
-        emit(f"{row.tool:<10}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
+        emit(f"{row.tool:<12}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
              f"{cell(row.wall_s, '.3f'):>10}{cell(row.files_per_s, ',.0f'):>10}"
              f"{cell(row.mb_per_s, ',.1f'):>9}{cell(row.cpu_s, '.2f'):>8}"
              f"{cell(row.peak_rss_mib, '.1f'):>9}{ratio:>16}")
     emit("(medians of verified counted runs; wall = whole process; CPU = user+sys and RSS = "
          "peak, from wait4; 'aiofetch vs it' = median per-round tool wall / aiofetch wall, "
          ">1 = aiofetch faster)")
+    if any(row.tool == SPLIT_ONE for row in rows):
+        emit(f"({SPLIT_ONE} = aiofetch --split 1, one stream a file; the aiofetch row has "
+             "--split 4, the default)")
+
+
+# ---------------------------------------------------------------- pairs and the split set
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A per-round ratio of two rows' wall times, wall[numerator] / wall[denominator], with
+    an optional target: at most `target` when `at_most`, else at least."""
+
+    title: str
+    numerator: str
+    denominator: str
+    target: float | None = None
+    at_most: bool = False
+
+    def met(self, value: float | None) -> bool | None:
+        if value is None or self.target is None:
+            return None
+        return value <= self.target if self.at_most else value >= self.target
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        return f"{'<=' if self.at_most else '>='} {self.target:.1f}"
+
+
+@dataclass(frozen=True)
+class SplitVariant:
+    """One command of the split set: its row name, the program it runs and its own flags."""
+
+    name: str
+    program: str
+    args: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return " ".join((self.program, *self.args)) if self.args else f"{self.program} (one stream)"
+
+
+# aiofetch counts a file's pieces against --per-host (default 6): --per-host 8 is the fair
+# match of aria2c's -x 8. aria2c's -k 20M is aiofetch's default --min-split-size.
+SPLIT_VARIANTS = (
+    SplitVariant("aiofetch-s8", "aiofetch", ("--split", "8", "--per-host", "8")),
+    SplitVariant("aria2c", "aria2c", ("-x", "8", "-s", "8", "-k", "20M")),
+    SplitVariant("curl", "curl", ()),
+    SplitVariant("aiofetch-s1", "aiofetch", ("--split", "1")),
+    SplitVariant("aiofetch-s16", "aiofetch", ("--split", "16", "--per-host", "16")),
+)
+SPLIT_RSS_VARIANT = "aiofetch-s16"
+SPLIT_PAIRS = (
+    Pair("aiofetch --split 8 time / aria2c time", "aiofetch-s8", "aria2c", 1.0, at_most=True),
+    Pair("aiofetch --split 8 speed / curl speed", "curl", "aiofetch-s8", 5.0),
+    Pair("aiofetch --split 8 speed / --split 1 speed", "aiofetch-s1", "aiofetch-s8"),
+)
+# --split-compare on the unthrottled sets: splitting must never cost.
+COMPARE_PAIR = Pair("aiofetch --split 1 time / --split 4 time", SPLIT_ONE, "aiofetch", 1.0)
+
+
+def round_walls(runs: Sequence[RunResult], corpus: str) -> dict[int, dict[str, float]]:
+    """round -> row -> wall time, of the verified counted runs of one set."""
+    walls: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r.corpus == corpus and r.round > 0 and r.ok:
+            walls.setdefault(r.round, {})[r.tool] = r.measure.wall_s
+    return walls
+
+
+def pair_ratios(runs: Sequence[RunResult], corpus: str, pair: Pair) -> list[tuple[int, float]]:
+    """(round, ratio) for every counted round in which both rows passed verification."""
+    return [(rnd, row[pair.numerator] / row[pair.denominator])
+            for rnd, row in sorted(round_walls(runs, corpus).items())
+            if pair.numerator in row and pair.denominator in row]
+
+
+def pair_summary(runs: Sequence[RunResult], corpus: str, pair: Pair) -> dict[str, Any]:
+    rounds = pair_ratios(runs, corpus, pair)
+    value = median_or_none([ratio for _rnd, ratio in rounds])
+    return {"pair": pair.title, "numerator": pair.numerator, "denominator": pair.denominator,
+            "median": value, "rounds": rounds, "target": pair.target_text(),
+            "met": pair.met(value)}
+
+
+def split_order(names: Sequence[str], rnd: int) -> list[str]:
+    """Odd rounds in the given order, even rounds (and the warm-up) reversed: every pair
+    of rows swaps its order from one round to the next."""
+    return list(names) if rnd % 2 == 1 else list(reversed(names))
+
+
+def split_command(variant: SplitVariant, program: str, url: str, outdir: Path) -> list[str]:
+    """The whole command line of one split-set row, saving `url` into `outdir`."""
+    name = url.rsplit("/", 1)[1]
+    if variant.program == "aiofetch":
+        return [program, url, "-d", str(outdir), *variant.args, "-q", "--no-progress"]
+    if variant.program == "curl":  # --disable (first): ignore ~/.curlrc
+        return [program, "--disable", "--no-progress-meter", "--output-dir", str(outdir),
+                "-o", name, *variant.args, url]
+    if variant.program == "aria2c":
+        return [program, "--no-conf=true", "-d", str(outdir), "-o", name, *variant.args,
+                "--file-allocation=none", "--auto-file-renaming=false",
+                "--allow-overwrite=true", "-q", "--console-log-level=error",
+                "--summary-interval=0", url]
+    raise ValueError(variant.program)
+
+
+def verdict(met: bool | None) -> str:
+    return "" if met is None else ("met" if met else "NOT MET")
+
+
+def split_summary(corpus: CorpusSet, runs: Sequence[RunResult],
+                  variants: Sequence[SplitVariant]) -> dict[str, Any]:
+    """Per row: medians and each round's wall; per pair: per-round ratios; the RSS target."""
+    counted = [r for r in runs if r.corpus == corpus.name and r.round > 0]
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        mine = [r for r in counted if r.tool == variant.name]
+        good = [r for r in mine if r.ok]
+        wall = median_or_none([r.measure.wall_s for r in good])
+        rss = [r.measure.peak_rss_mib for r in good]
+        rows.append({
+            "name": variant.name, "title": variant.title, "runs_ok": len(good),
+            "runs_failed": len(mine) - len(good), "median_wall_s": wall,
+            "mb_per_s": corpus.total_bytes / wall / 1e6 if wall else None,
+            "median_cpu_s": median_or_none([r.measure.cpu_s for r in good]),
+            "median_peak_rss_mib": median_or_none(rss), "max_peak_rss_mib": max(rss, default=None),
+            "rounds": [(r.round, r.measure.wall_s) for r in sorted(good, key=lambda r: r.round)],
+        })
+    present = {v.name for v in variants}
+    pairs = [pair_summary(counted, corpus.name, pair) for pair in SPLIT_PAIRS
+             if pair.numerator in present and pair.denominator in present]
+    rss_row = next((row for row in rows if row["name"] == SPLIT_RSS_VARIANT), None)
+    peak = rss_row["max_peak_rss_mib"] if rss_row else None
+    return {"count": corpus.count, "size": corpus.size, "bytes": corpus.total_bytes,
+            "limit_rate": SPLIT_RATE, "rows": rows, "pairs": pairs,
+            "rss": {"row": SPLIT_RSS_VARIANT, "max_peak_rss_mib": peak,
+                    "target": f"<= {SPLIT_RSS_TARGET_MIB:g}",
+                    "met": None if peak is None else peak <= SPLIT_RSS_TARGET_MIB}}
+
+
+def join_rounds(rounds: Sequence[tuple[int, float]], spec: str) -> str:
+    return ", ".join(format(value, spec) for _rnd, value in rounds)
+
+
+def split_markdown(summary: dict[str, Any]) -> list[str]:
+    """The split set as two Markdown tables (rows, then pairs), ready for the README."""
+    lines = ["| tool | wall s | MB/s | CPU s | peak RSS MiB | ok | each round, wall s |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for row in summary["rows"]:
+        lines.append(
+            f"| {row['title']} | {cell(row['median_wall_s'], '.2f')} "
+            f"| {cell(row['mb_per_s'], ',.1f')} | {cell(row['median_cpu_s'], '.2f')} "
+            f"| {cell(row['median_peak_rss_mib'], '.1f')} "
+            f"| {row['runs_ok']}/{row['runs_ok'] + row['runs_failed']} "
+            f"| {join_rounds(row['rounds'], '.2f')} |")
+    lines += ["", "| pair (per round) | median | each round | target |", "|---|---:|---|---|"]
+    for pair in summary["pairs"]:
+        target = f"{pair['target']} {verdict(pair['met'])}".strip()
+        lines.append(f"| {pair['pair']} | {cell(pair['median'], '.2f')} "
+                     f"| {join_rounds(pair['rounds'], '.2f')} | {target} |")
+    rss = summary["rss"]
+    lines.append(f"| peak RSS of aiofetch --split 16 --per-host 16, MiB (max of rounds) "
+                 f"| {cell(rss['max_peak_rss_mib'], '.1f')} | | "
+                 f"{rss['target']} {verdict(rss['met'])} |")
+    return lines
+
+
+def print_split(summary: dict[str, Any], runs: int) -> None:
+    emit()
+    emit(f"== split: 1 file x {human_size(summary['size'])}, nginx limit_rate "
+         f"{summary['limit_rate']} per connection, {runs} paired rounds + 1 warm-up ==")
+    for line in split_markdown(summary):
+        emit(line)
+    emit("(medians of verified counted runs; wall = whole process; CPU = user+sys and RSS = "
+         "peak, from wait4; pairs: the median of per-round ratios of wall times, the order of "
+         "the rows reversed every round; speed ratios are the slower tool's time / aiofetch's)")
+    failed = sum(row["runs_failed"] for row in summary["rows"])
+    if failed:
+        emit(f"WARNING: {failed} split run(s) FAILED verification (sha256 or exit status); "
+             f"they are not counted, see the run lines above")
+
+
+def split_space(cfg: Config) -> tuple[int, int]:
+    """Bytes and inodes the split set keeps until the end (every row's output, every round)."""
+    if SPLIT_SET not in cfg.sets:
+        return 0, 0
+    outputs = len(SPLIT_VARIANTS) * (cfg.runs + 1)
+    return cfg.split_size * (outputs + 1), outputs + 1
+
+
+def split_set(lab: Lab, corpus: CorpusSet, base_url: str) -> dict[str, Any]:
+    """Warm-up + --runs rounds of every split row, alternating order; all outputs verified."""
+    variants = [v for v in SPLIT_VARIANTS if v.program in lab.paths]
+    (name,) = corpus.digests
+    url = f"{base_url}/{SPLIT_PREFIX}/{corpus.directory.name}/{name}"
+    note(f"set split: {corpus.describe()} at {SPLIT_RATE} per connection ({url}); "
+         f"warm-up + {lab.cfg.runs} rounds of {', '.join(v.name for v in variants)}")
+    for rnd in range(lab.cfg.runs + 1):
+        tag = "w" if rnd == 0 else f"r{rnd:02d}"
+        by_name = {v.name: v for v in variants}
+        for position, row in enumerate(split_order(list(by_name), rnd)):
+            variant = by_name[row]
+            label = f"{SPLIT_SET}-{tag}-{variant.name}"
+            outdir = fresh_dir(lab, label)
+            job = Job(variant.name, label,
+                      split_command(variant, lab.paths[variant.program], url, outdir),
+                      outdir, corpus.expected())
+            run_job(lab, job, SPLIT_SET, rnd, position)
+        if rnd == 0:
+            os.sync()
+            time.sleep(WARMUP_PAUSE)
+    summary = split_summary(corpus, lab.runs, variants)
+    print_split(summary, lab.cfg.runs)
+    return summary
+
+
+def compare_summary(corpus: CorpusSet, runs: Sequence[RunResult]) -> dict[str, Any]:
+    """--split-compare on one unthrottled set: both rows' medians and the per-round ratio."""
+    counted = [r for r in runs if r.corpus == corpus.name and r.round > 0 and r.ok]
+    walls = {tool: median_or_none([r.measure.wall_s for r in counted if r.tool == tool])
+             for tool in ("aiofetch", SPLIT_ONE)}
+    return {"set": corpus.name, "describe": corpus.describe(),
+            "split4_wall_s": walls["aiofetch"], "split1_wall_s": walls[SPLIT_ONE],
+            **pair_summary(runs, corpus.name, COMPARE_PAIR)}
+
+
+def compare_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """--split-compare over the sets as one Markdown table."""
+    lines = ["| set | aiofetch --split 4 (default), wall s | --split 1, wall s "
+             "| --split 1 / --split 4 | each round | target |",
+             "|---|---:|---:|---:|---|---|"]
+    for row in rows:
+        target = f"{row['target']} {verdict(row['met'])}".strip()
+        lines.append(f"| {row['describe']} | {cell(row['split4_wall_s'], '.3f')} "
+                     f"| {cell(row['split1_wall_s'], '.3f')} | {cell(row['median'], '.2f')} "
+                     f"| {join_rounds(row['rounds'], '.2f')} | {target} |")
+    return lines
+
+
+def print_compare(rows: Sequence[dict[str, Any]], runs: int) -> None:
+    emit()
+    emit(f"== split compare: aiofetch --split 4 (default) vs --split 1 on the unthrottled "
+         f"sets, {runs} rounds, the pair's order swapped every round ==")
+    for line in compare_markdown(rows):
+        emit(line)
+    emit("(ratio >= 1: splitting cost nothing; the median of per-round wall-time ratios)")
 
 
 # ---------------------------------------------------------------- extras
@@ -1623,11 +1943,15 @@ def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
     block = 4096
     byte_total = inode_total = 0
     rounds = cfg.runs + 1
+    rows = len(cfg.corpus_tools(tools))
     for name in cfg.corpus_sets:
         count, size = cfg.scale[name]
         on_disk = count * -(-size // block) * block
-        byte_total += on_disk * (rounds * len(tools) + 1)
-        inode_total += count * (rounds * len(tools) + 1)
+        byte_total += on_disk * (rounds * rows + 1)
+        inode_total += count * (rounds * rows + 1)
+    split_bytes, split_inodes = split_space(cfg)
+    byte_total += split_bytes
+    inode_total += split_inodes
     if cfg.progress_cost and "aiofetch" in tools:
         for name in progress_sets(cfg):
             count, size = cfg.scale[name]
@@ -1706,6 +2030,11 @@ def tool_notes(lab: Lab, tools: Sequence[str]) -> None:
         else:
             lab.say("aria2c creates and deletes a control file per download, which slows "
                     "the tool that runs right after it (--settle 0: no pause in this run)")
+    if SPLIT_SET in lab.cfg.sets:
+        lab.say(f"split set: nginx caps each connection to /{SPLIT_PREFIX}/ at {SPLIT_RATE} "
+                "(limit_rate, from the first byte); aiofetch counts a file's pieces against "
+                "--per-host (default 6), so --split 8 runs with --per-host 8 to match aria2c's "
+                "-x 8; aria2c runs with --file-allocation=none, as on the other sets")
     if "curl" in tools and c > CURL_MAX_PARALLEL:
         lab.say(f"curl caps --parallel-max at {CURL_MAX_PARALLEL}")
     if lab.cfg.runs < 5:
@@ -1762,11 +2091,19 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
         lists_dir.mkdir(exist_ok=True)
         lists = {name: write_lists(c, base_url, lists_dir) for name, c in corpora.items()}
         settle_after_last_delete(cfg)
+        rows_of = cfg.corpus_tools(tools)  # with aiofetch-s1 under --split-compare
         for name in cfg.corpus_sets:
-            campaign(lab, corpora[name], lists[name], tools)
-            rows = summarize(corpora[name], lab.runs, tools)
+            campaign(lab, corpora[name], lists[name], rows_of)
+            rows = summarize(corpora[name], lab.runs, rows_of)
             print_table(corpora[name], rows, cfg)
-            report["sets"][name] = set_record(corpora[name], rows, lab.runs, tools)
+            report["sets"][name] = set_record(corpora[name], rows, lab.runs, rows_of)
+        if SPLIT_ONE in rows_of and cfg.corpus_sets:
+            report["split_compare"] = [compare_summary(corpora[name], lab.runs)
+                                       for name in cfg.corpus_sets]
+            print_compare(report["split_compare"], cfg.runs)
+        if SPLIT_SET in cfg.sets:
+            split_corpus = build_corpus(corpus_root / SPLIT_PREFIX, SPLIT_SET, 1, cfg.split_size)
+            report["sets"][SPLIT_SET] = split_set(lab, split_corpus, base_url)
         if "aiofetch" not in tools:
             return
         if cfg.progress_cost:
