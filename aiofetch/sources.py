@@ -3,7 +3,8 @@
     URL
     URL  RELATIVE/PATH
     URL  RELATIVE/PATH  sha256=HEX      # a `#` after whitespace starts a comment
-    {"url": "...", "path": "...", "sha256": "...", "headers": {"K": "V"}}
+    URL  [RELATIVE/PATH]  [sha256=HEX]  mirror=URL  mirror=URL ...
+    {"url": "...", "path": "...", "sha256": "...", "headers": {"K": "V"}, "mirrors": [...]}
 
 Nothing here raises on input of any shape: a line is a Job that can be sent and named,
 or a BadLine whose reason is short (it never quotes a long field whole).
@@ -22,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .models import BadLine, Job
-from .shown import quote
+from .shown import mask, quote
 
 Item = Job | BadLine
 
@@ -39,10 +40,14 @@ _COMMENT = re.compile(r"\s#")
 # `http(s)://HOST[:PORT]` then the end or `/?#`: the authority as urlsplit finds it, for
 # URLs with no userinfo, brackets or backslash (those take the general path).
 _SIMPLE_URL = re.compile(r"(?i)https?://([^/?#@\[\]\\]+)(?:[/?#]|$)")
-_JSON_KEYS = frozenset({"url", "path", "sha256", "headers"})
-# `KEY=VALUE` fields of a whitespace line, after URL and PATH (issue 11 adds `mirror`).
-_FIELD_KEYS = frozenset({"sha256"})
-_FORM = "want URL [PATH] [sha256=HEX]"
+_JSON_KEYS = frozenset({"url", "path", "sha256", "headers", "mirrors"})
+# `KEY=VALUE` fields of a whitespace line, after URL and PATH, in any order; a field
+# `KEY=...` with one of these keys is never the PATH. `mirror=` may repeat.
+_FIELD_KEYS = frozenset({"sha256", "mirror"})
+_FORM = "want URL [PATH] [sha256=HEX] [mirror=URL ...]"
+# Mirrors one line may give: enough for any real mirror list, and a bound on the
+# url_problem() checks a single line can cost.
+MIRRORS_MAX = 64
 _ORDINALS = ("first", "second", "third")
 RESERVED_NAMES = frozenset({".aiofetch.db", ".aiofetch.lock", ".aiofetch.db-wal",
                             ".aiofetch.db-shm", ".aiofetch.db-journal"})
@@ -186,8 +191,8 @@ def _check_url(url: str) -> str:
 
 
 def _job(url: str, where: str, path: Any, sha256: Any,
-         headers: tuple[tuple[str, str], ...] = ()) -> Job:
-    """A Job from fields already split out; `url` has passed url_problem."""
+         headers: tuple[tuple[str, str], ...] = (), mirrors: tuple[str, ...] = ()) -> Job:
+    """A Job from fields already split out; `url` has passed url_problem, `mirrors` too."""
     if path is not None:
         if not isinstance(path, str):
             raise LineError("path must be a string")
@@ -196,7 +201,31 @@ def _job(url: str, where: str, path: Any, sha256: Any,
         if not isinstance(sha256, str):
             raise LineError("sha256 must be a string")
         sha256 = check_sha256(sha256)
-    return Job(url=url, line=where, path=path, sha256=sha256, headers=headers)
+    return Job(url=url, line=where, path=path, sha256=sha256, headers=headers,
+               mirrors=mirrors)
+
+
+def _mirrors(url: str, given: list[str]) -> tuple[str, ...]:
+    """The mirrors of `url`, each checked as a main URL is; the main URL and repeats are
+    dropped, first occurrences kept in input order."""
+    if len(given) > MIRRORS_MAX:
+        raise LineError(f"too many mirrors ({len(given)}; at most {MIRRORS_MAX})")
+    kept = dict.fromkeys(given)
+    kept.pop(url, None)
+    for mirror in kept:
+        problem = url_problem(mirror)
+        if problem:
+            # The mirror masked (it may carry a password), escaped and clipped by quote().
+            raise LineError(f"mirror {quote(mask(mirror), 50)}: {problem}")
+    return tuple(kept)
+
+
+def _json_mirrors(url: str, raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(mirror, str) for mirror in raw):
+        raise LineError("'mirrors' must be a list of strings")
+    return _mirrors(url, raw)
 
 
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
@@ -227,12 +256,13 @@ def _json_line(text: str, where: str) -> Job:
     unknown = sorted(set(obj) - _JSON_KEYS)
     if unknown:
         raise LineError(f"unknown key {quote(unknown[0], 40)} "
-                        "(allowed: path, sha256, headers, url)")
+                        "(allowed: path, sha256, headers, mirrors, url)")
     url = obj.get("url")
     if not isinstance(url, str):
         raise LineError("JSON line has no string 'url'")
     _check_url(url)
-    return _job(url, where, obj.get("path"), obj.get("sha256"), _headers(obj.get("headers")))
+    return _job(url, where, obj.get("path"), obj.get("sha256"), _headers(obj.get("headers")),
+                _json_mirrors(url, obj.get("mirrors")))
 
 
 def _field_line(text: str, where: str) -> Job:
@@ -240,25 +270,35 @@ def _field_line(text: str, where: str) -> Job:
     fields = (text[:match.start()] if match else text).split()
     # The URL first: `not a url` is not a URL, whatever its other fields look like.
     url = _check_url(fields[0])
-    if len(fields) > 3:
+    # A plain `URL` line skips all of what follows but the empty loop (the fast path).
+    if len(fields) > 3 and len(fields) - sum(
+            field[:7].lower() == "mirror=" for field in fields) > 3:
         raise LineError(f"too many fields ({len(fields)}; {_FORM})")
     path: str | None = None
-    keyed: dict[str, str] = {}
+    sha256: str | None = None
+    mirrors: list[str] = []
     for index, field in enumerate(fields[1:], start=1):
         if _LOOKS_LIKE_URL.match(field):
             ordinal = _ORDINALS[index] if index < len(_ORDINALS) else f"#{index + 1}"
             raise LineError(f"{ordinal} field looks like a URL ({_FORM}; one URL per line)")
         key, equals, value = field.partition("=")
-        if equals and key.lower() in _FIELD_KEYS:
-            if key.lower() in keyed:
-                raise LineError(f"{key.lower()}= given twice")
-            keyed[key.lower()] = value
+        if equals and (key := key.lower()) in _FIELD_KEYS:  # never a PATH
+            if key == "mirror":
+                mirrors.append(value)
+            elif sha256 is not None:
+                raise LineError(f"{key}= given twice")
+            else:
+                sha256 = value
+        elif equals and _LOOKS_LIKE_URL.match(value):
+            # `mirrors=URL`, `url=URL`: a misspelt key, not a PATH that holds a URL.
+            raise LineError(f"unknown field {quote(key + '=', 20)} ({_FORM})")
         elif index == 1:
             path = field
         else:
             # Only the PATH is positional; what follows it is KEY=VALUE.
-            raise LineError(f"bad digest field {quote(field)} (want sha256=HEX)")
-    return _job(url, where, path, keyed.get("sha256"))
+            raise LineError(f"bad field {quote(field)} "
+                            "(want sha256=HEX or mirror=URL; a PATH goes right after the URL)")
+    return _job(url, where, path, sha256, (), _mirrors(url, mirrors) if mirrors else ())
 
 
 def parse_line(text: str, where: str) -> Item | None:

@@ -18,6 +18,7 @@ from aiofetch.engine import download
 from aiofetch.models import BadLine, Job, Status
 from aiofetch.naming import url_name
 from aiofetch.sources import (
+    MIRRORS_MAX,
     LineError,
     from_args,
     parse_checksums,
@@ -33,6 +34,7 @@ from .test_cli import aiofetch
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300,
                 suppress_health_check=[HealthCheck.too_slow])
 GOOD = "http://h.example/a.bin"
+MIRROR = "https://m.example/a.bin"
 HEX = "ab" * 32
 HUGE = "x" * 100_000
 LONG_HOST = "http://" + "a" * 30_000 + ".com/x"
@@ -82,11 +84,14 @@ def check(item: Job | BadLine | None) -> None:
         (item.text + item.line).encode("utf-8")
         return
     assert isinstance(item, Job)
-    assert url_problem(item.url) is None
-    url = URL(item.url)
-    assert url.scheme in ("http", "https") and url.raw_host
-    url.raw_host.encode("idna")  # what the resolver does with it
-    assert url.port is not None and 0 < url.port < 65536
+    for sendable in (item.url, *item.mirrors):
+        assert url_problem(sendable) is None
+        url = URL(sendable)
+        assert url.scheme in ("http", "https") and url.raw_host
+        url.raw_host.encode("idna")  # what the resolver does with it
+        assert url.port is not None and 0 < url.port < 65536
+    assert len(set(item.mirrors)) == len(item.mirrors) <= MIRRORS_MAX
+    assert item.url not in item.mirrors
     for layout in ("flat", "tree"):
         name = url_name(item.url, layout)
         assert name and ".." not in name.split("/")
@@ -101,8 +106,10 @@ def check(item: Job | BadLine | None) -> None:
 def lines_for(value: Any) -> list[str]:
     """One JSON line per key with `value` in that key's place (and in headers)."""
     lines = []
-    for key in ("url", "path", "sha256", "headers"):
+    for key in ("url", "path", "sha256", "headers", "mirrors"):
         lines.append(json.dumps({"url": GOOD, key: value}))
+    lines.append(json.dumps({"url": GOOD, "mirrors": [value]}))
+    lines.append(json.dumps({"url": GOOD, "mirrors": [MIRROR, value, MIRROR]}))
     if isinstance(value, str):
         lines.append(json.dumps({"url": GOOD, "headers": {value: "v"}}))
         lines.append(json.dumps({"url": GOOD, "headers": {"K": value}}))
@@ -122,10 +129,63 @@ def test_json_lines_with_hostile_values_never_raise(value: Any) -> None:
 def test_hostile_urls_in_every_form(url: str) -> None:
     """A hostile URL as a bare line, with a path, on a JSON line and as an argument."""
     for text in (url, f"{url} name.bin", f"{url} name.bin sha256={HEX}",
-                 json.dumps({"url": url}), json.dumps({"url": url}, ensure_ascii=False)):
+                 json.dumps({"url": url}), json.dumps({"url": url}, ensure_ascii=False),
+                 f"{url} mirror={MIRROR}", json.dumps({"url": url, "mirrors": [MIRROR]})):
         check(parse_line(text, "f:1"))
     for item in from_args([url]):
         check(item)
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS, ids=lambda url: repr(url)[:30])
+def test_hostile_urls_as_mirrors(url: str) -> None:
+    """A hostile URL as a mirror, on a whitespace line and in a JSON list: the line is a
+    Job with the mirror checked as a main URL is, or one short BadLine naming the mirror."""
+    texts = [f"{GOOD} mirror={url}", f"{GOOD} name.bin mirror={MIRROR} mirror={url}",
+             json.dumps({"url": GOOD, "mirrors": [url]}),
+             json.dumps({"url": GOOD, "mirrors": [MIRROR, url]}, ensure_ascii=False)]
+    verdict = url_problem(url)
+    # On a whitespace line the mirror is one field only if it has no whitespace.
+    judged = texts[2:] if url.split() != [url] else texts
+    for text in texts:
+        item = parse_line(text, "f:1")
+        check(item)
+        if text not in judged:
+            continue
+        if verdict is None:
+            assert isinstance(item, Job) and item.mirrors[-1:] == (() if url == GOOD else (url,))
+        else:
+            assert isinstance(item, BadLine)
+            assert item.reason.startswith("mirror '") and item.reason.endswith(verdict)
+
+
+@pytest.mark.parametrize("value", WRONG_TYPES, ids=lambda value: repr(value)[:30])
+def test_mirrors_of_every_wrong_json_type_is_one_bad_line(value: Any) -> None:
+    """Any JSON type but a list of strings, as "mirrors" or as one of its entries, is a
+    BadLine naming the field (null and [] mean no mirrors)."""
+    for mirrors in ([value], [MIRROR, value], [value, MIRROR], value):
+        item = parse_line(json.dumps({"url": GOOD, "mirrors": mirrors}), "f:1")
+        check(item)
+        if mirrors in (None, []):
+            assert item == Job(GOOD, "f:1")
+        elif mirrors == ["x"]:
+            assert isinstance(item, BadLine) and item.reason.startswith("mirror 'x': ")
+        else:
+            assert isinstance(item, BadLine), mirrors
+            assert item.reason == "'mirrors' must be a list of strings"
+
+
+def test_mirror_list_past_the_cap_is_one_bad_line() -> None:
+    """More than MIRRORS_MAX mirrors (even repeats) is a bad line; a long list costs
+    no more than one url_problem() per distinct mirror under the cap."""
+    many = [f"http://m{i}.example/a" for i in range(MIRRORS_MAX)]
+    assert parse_line(json.dumps({"url": GOOD, "mirrors": many}), "f:1") == Job(
+        GOOD, "f:1", mirrors=tuple(many))
+    for extra in (many + [MIRROR], [MIRROR] * 100_000):
+        for text in (json.dumps({"url": GOOD, "mirrors": extra}),
+                     GOOD + "".join(f" mirror={mirror}" for mirror in extra)):
+            item = parse_line(text, "f:1")
+            assert isinstance(item, BadLine)
+            assert item.reason == f"too many mirrors ({len(extra)}; at most {MIRRORS_MAX})"
 
 
 @pytest.mark.parametrize("url", [
@@ -180,6 +240,7 @@ def test_fuzz_any_text_line(text: str) -> None:
     """Arbitrary text (surrogates, controls, anything) parses without raising."""
     check(parse_line(text, "f:1"))
     check(parse_line(GOOD + " " + text, "f:1"))
+    check(parse_line(GOOD + " mirror=" + text, "f:1"))
 
 
 _HOSTS = st.one_of(st.text(max_size=80), st.text("a-.0x", max_size=300),
@@ -211,12 +272,30 @@ _JSON = st.recursive(
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["url", "path", "sha256", "headers", "x"]), _JSON),
-       st.sampled_from(["url", "path", "sha256", "headers"]), _JSON)
+@given(st.dictionaries(st.sampled_from(["url", "path", "sha256", "headers", "mirrors", "x"]),
+                       _JSON),
+       st.sampled_from(["url", "path", "sha256", "headers", "mirrors"]), _JSON)
 def test_fuzz_json_objects(obj: dict[str, Any], key: str, value: Any) -> None:
     """JSON objects of random shape and types parse without raising."""
     check(parse_line(json.dumps(obj), "f:1"))
     check(parse_line(json.dumps({"url": GOOD, **obj, key: value}), "f:1"))
+
+
+_MIRROR = st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE_URLS + [GOOD, MIRROR]),
+                    st.text(max_size=30).map(lambda path: MIRROR + path))
+
+
+@FUZZ
+@given(st.lists(_MIRROR, max_size=6), st.sampled_from(["", " name.bin", f" sha256={HEX}"]))
+def test_fuzz_mirror_lists(mirrors: list[str], other: str) -> None:
+    """Random mirror lists, as `mirror=` fields and as JSON: checked like main URLs, or a
+    BadLine; a Job keeps the distinct ones in input order."""
+    for text in (GOOD + other + "".join(f" mirror={mirror}" for mirror in mirrors),
+                 json.dumps({"url": GOOD, "mirrors": mirrors})):
+        check(parse_line(text, "f:1"))
+    item = parse_line(json.dumps({"url": GOOD, "mirrors": mirrors}), "f:1")
+    if isinstance(item, Job):
+        assert item.mirrors == tuple(dict.fromkeys(m for m in mirrors if m != GOOD))
 
 
 @FUZZ
@@ -294,6 +373,11 @@ HOSTILE_FILE_LINES = [
     b"[" * 5000,
     b"http://127.0.0.1/\xff\xfe",
     b'{"url": 5}',
+    b"%s mirror=http://127.0.0.1:99999/x",
+    b"%s mirror=ftp://127.0.0.1/x",
+    b'{"url": "%s", "mirrors": "%s"}',
+    b'{"url": "%s", "mirrors": [5, null]}',
+    b'{"url": "%s", "mirrors": ["http://[fe80::1%%25eth0]/x"]}',
 ]
 
 
@@ -350,3 +434,29 @@ async def test_cli_checksums_file_not_utf8_is_a_usage_error(tmp_path: Path) -> N
     assert ran.code == 2
     assert f"{sums}:2" in ran.err and "UTF-8" in ran.err
     assert "Traceback" not in ran.err
+
+
+async def test_cli_hostile_mirror_line_then_a_good_one(serve: Serve, tmp_path: Path) -> None:
+    """A line whose mirror is bad (a password in it) is one `FILE:1` error naming the
+    mirror, password masked on stderr and in the report; the next line, with a good
+    mirror, is fetched from its main URL; exit 1; no traceback."""
+    site = FileSite({"good": b"g", "other": b"o"})
+    server = await serve(site.app())
+    good, other = str(server.make_url("/good")), str(server.make_url("/other"))
+    listing = tmp_path / "urls.txt"
+    listing.write_text(f"{good} mirror=http://u:secret@127.0.0.1:99999/x mirror={other}\n"
+                       f"{good} g.bin mirror={other} mirror={good}\n")
+    out = tmp_path / "out"
+    ran = await aiofetch("-i", str(listing), "-d", str(out), "--json", "--retries", "0")
+    assert ran.code == 1
+    assert "Traceback" not in ran.err
+    assert "secret" not in ran.err and "secret" not in ran.out
+    errors = [line for line in ran.err.splitlines() if line.startswith("aiofetch: error:")]
+    assert len(errors) == 1 and f"{listing}:1: " in errors[0]
+    assert "mirror 'http://u:***@127.0.0.1:99999/x': not a valid URL (port" in errors[0]
+    reported = {line["line"]: line for line in ran.lines()}
+    assert reported[f"{listing}:1"]["status"] == "failed"
+    assert "mirror 'http://u:***@127.0.0.1:99999/x'" in str(reported[f"{listing}:1"]["error"])
+    assert reported[f"{listing}:2"]["status"] == "ok"
+    assert (out / "g.bin").read_bytes() == b"g"
+    assert site.paths() == ["/good"]  # the main URL served; no mirror was needed

@@ -9,6 +9,7 @@ import pytest
 
 from aiofetch.models import BadLine, Job
 from aiofetch.sources import (
+    MIRRORS_MAX,
     LineError,
     check_path,
     from_args,
@@ -127,10 +128,10 @@ BAD_LINES = [
     ("http://h/a b sha256=" + "g" * 64, "bad sha256 digest"),
     ("http://h/a b sha256=", "bad sha256 digest"),
     ('{"url": "http://h/a", "sha256": "abc"}', "bad sha256 digest"),
-    ("http://h/a b md5=" + "0" * 32, "bad digest field"),
-    ("http://h/a b sha1=" + "0" * 40, "bad digest field"),
-    ("http://h/a b sha512=" + HEX, "bad digest field"),
-    ("http://h/a b " + HEX, "bad digest field"),
+    ("http://h/a b md5=" + "0" * 32, "bad field"),
+    ("http://h/a b sha1=" + "0" * 40, "bad field"),
+    ("http://h/a b sha512=" + HEX, "bad field"),
+    ("http://h/a b " + HEX, "bad field"),
     ("http://h/a /etc/passwd", "is absolute"),
     ('{"url": "http://h/a", "path": "/abs"}', "is absolute"),
     ("http://h/a ../x", "'..' component"),
@@ -166,7 +167,7 @@ def test_json_unknown_key_reason_names_allowed_keys() -> None:
     """The unknown-key reason also lists the keys that are allowed."""
     item = parse_line('{"url": "http://h/a", "x": 1}', "f:1")
     assert isinstance(item, BadLine)
-    for key in ("url", "path", "sha256", "headers"):
+    for key in ("url", "path", "sha256", "headers", "mirrors"):
         assert key in item.reason
 
 
@@ -394,3 +395,157 @@ def test_simple_url_fast_path_finds_the_authority_urlsplit_finds(url: str) -> No
         parts = urlsplit(url)
         assert parts.scheme.lower() in ("http", "https")
         assert match.group(1) == parts.netloc
+
+
+M1 = "http://m1.example/f"
+M2 = "https://m2.example:8443/pub/f?x=1"
+M3 = "http://[::1]:8080/f"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"http://h/a mirror={M1}", Job("http://h/a", "f:1", mirrors=(M1,))),
+        (f"http://h/a  b.bin  mirror={M1}", Job("http://h/a", "f:1", path="b.bin", mirrors=(M1,))),
+        (f"http://h/a sha256={HEX} mirror={M1}",
+         Job("http://h/a", "f:1", sha256=HEX, mirrors=(M1,))),
+        (f"http://h/a mirror={M1} sha256={HEX}",
+         Job("http://h/a", "f:1", sha256=HEX, mirrors=(M1,))),
+        (f"http://h/a b mirror={M2} sha256={HEX} mirror={M1}\tmirror={M3}",
+         Job("http://h/a", "f:1", path="b", sha256=HEX, mirrors=(M2, M1, M3))),
+        (f"http://h/a b MIRROR={M1} Mirror={M2}",
+         Job("http://h/a", "f:1", path="b", mirrors=(M1, M2))),
+        (f"http://h/a mirror={M1} #note mirror={M2}", Job("http://h/a", "f:1", mirrors=(M1,))),
+        ("http://h/a mirror=http://m/f#frag",
+         Job("http://h/a", "f:1", mirrors=("http://m/f#frag",))),
+        ("http://h/a mirror=http://bücher.example/f",
+         Job("http://h/a", "f:1", mirrors=("http://bücher.example/f",))),
+        # Masking is for display only: the mirror keeps its credentials to be sent.
+        ("http://h/a mirror=http://u:pw@m/f", Job("http://h/a", "f:1", mirrors=("http://u:pw@m/f",))),
+        # A path that merely starts with `mirror` is a path; `mirror=` never is.
+        ("http://h/a mirror.bin", Job("http://h/a", "f:1", path="mirror.bin")),
+        ("http://h/a mirrors/f", Job("http://h/a", "f:1", path="mirrors/f")),
+    ],
+)
+def test_mirror_fields(text: str, expected: Job) -> None:
+    """`mirror=URL` fields, repeatable and in any order among the KEY=VALUE fields, become
+    Job.mirrors in input order; the key is case-insensitive like `sha256=`."""
+    assert parse_line(text, "f:1") == expected
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "expected"),
+    [
+        ([M1], (M1,)),
+        ([M2, M1, M3], (M2, M1, M3)),
+        ([M1, "http://h/a", M2], (M1, M2)),  # the main URL itself: dropped
+        ([M2, M1, M2, M1, M3, M2], (M2, M1, M3)),  # repeats: the first of each kept
+        (["http://h/a"], ()),
+        ([], ()),
+        (["HTTP://H/a", "http://h/a"], ("HTTP://H/a",)),  # equal means the same text
+        ([f"http://m{i}/f" for i in range(MIRRORS_MAX)],
+         tuple(f"http://m{i}/f" for i in range(MIRRORS_MAX))),
+    ],
+)
+def test_mirrors_dedup_and_order(mirrors: list[str], expected: tuple[str, ...]) -> None:
+    """A mirror equal to the main URL or to an earlier mirror is dropped silently; the rest
+    keep input order; the same on a whitespace line and a JSON line."""
+    fields = " ".join(f"mirror={mirror}" for mirror in mirrors)
+    assert parse_line(f"http://h/a {fields}", "f:1") == Job("http://h/a", "f:1", mirrors=expected)
+    line = json.dumps({"url": "http://h/a", "mirrors": mirrors})
+    assert parse_line(line, "f:1") == Job("http://h/a", "f:1", mirrors=expected)
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"url": "http://h/a", "mirrors": [M1]}, Job("http://h/a", "f:1", mirrors=(M1,))),
+        ({"url": "http://h/a", "mirrors": None}, Job("http://h/a", "f:1")),
+        ({"url": "http://h/a", "mirrors": []}, Job("http://h/a", "f:1")),
+        ({"mirrors": [M2, M1], "path": "p", "url": "https://h/a", "sha256": HEX},
+         Job("https://h/a", "f:1", path="p", sha256=HEX, mirrors=(M2, M1))),
+        ({"url": "http://h/a", "mirrors": ["http://ミラー.example/ファイル"]},
+         Job("http://h/a", "f:1", mirrors=("http://ミラー.example/ファイル",))),
+    ],
+)
+def test_json_mirrors(obj: dict[str, object], expected: Job) -> None:
+    """A JSON line's "mirrors" list of URLs becomes Job.mirrors; null or [] means none."""
+    assert parse_line(json.dumps(obj), "f:1") == expected
+    assert parse_line(json.dumps(obj, ensure_ascii=False), "f:1") == expected
+
+
+MIRROR_ERRORS = [
+    # (line, the whole reason)
+    ("http://h/a mirror=ftp://m/f", "mirror 'ftp://m/f': not an http or https URL (ftp)"),
+    ("http://h/a mirror=", "mirror '': not an http or https URL (no scheme)"),
+    ("http://h/a mirror=m.example/f", "mirror 'm.example/f': not an http or https URL (no scheme)"),
+    ("http://h/a mirror=mirror=http://m/", "mirror 'mirror=http://m/': not an http or https URL "
+     "(no scheme)"),
+    ("http://h/a mirror=http:///f", "mirror 'http:///f': URL has no host"),
+    ("http://h/a mirror=http://m:99999/f",
+     "mirror 'http://m:99999/f': not a valid URL (port '99999' is not 1-65535)"),
+    ("http://h/a mirror=http://[fe80::1%25eth0]/f",
+     "mirror 'http://[fe80::1%25eth0]/f': not a valid URL (IPv6 zone ids are not supported)"),
+    ("http://h/a mirror=http://a..b/f",
+     "mirror 'http://a..b/f': not a valid URL (host has an empty label (`..`))"),
+    ("http://h/a mirror=http://e\u200bvil.example/",
+     "mirror 'http://e\\u200bvil.example/': not a valid URL (host contains an invisible "
+     "character (U+200B))"),
+    ("http://h/a mirror=http://u:secret@m:0/f",
+     "mirror 'http://u:***@m:0/f': not a valid URL (port '0' is not 1-65535)"),
+    # The first bad mirror is named, after the good ones before it.
+    (f"http://h/a mirror={M1} mirror=gopher://m/ mirror=ftp://m/",
+     "mirror 'gopher://m/': not an http or https URL (gopher)"),
+    ("http://h/a mirrors=http://m/f", "unknown field 'mirrors=' (want URL [PATH] [sha256=HEX] "
+     "[mirror=URL ...])"),
+    ("http://h/a b Url=https://m/f", "unknown field 'url=' (want URL [PATH] [sha256=HEX] "
+     "[mirror=URL ...])"),
+    (f"http://h/a mirror={M1} b.bin",
+     "bad field 'b.bin' (want sha256=HEX or mirror=URL; a PATH goes right after the URL)"),
+    (f"http://h/a b c mirror={M1}",
+     "bad field 'c' (want sha256=HEX or mirror=URL; a PATH goes right after the URL)"),
+    (f"http://h/a b c d mirror={M1}",
+     "too many fields (5; want URL [PATH] [sha256=HEX] [mirror=URL ...])"),
+    (f"http://h/a {M1}", "second field looks like a URL (want URL [PATH] [sha256=HEX] "
+     "[mirror=URL ...]; one URL per line)"),
+    ("http://h/a" + f" mirror={M1}" * (MIRRORS_MAX + 1),
+     f"too many mirrors ({MIRRORS_MAX + 1}; at most {MIRRORS_MAX})"),
+    ('{"url": "http://h/a", "mirrors": "http://m/f"}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": {"http://m/f": 1}}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": 5}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": true}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": ["http://m/f", null]}',
+     "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": [["http://m/f"]]}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": [1, 2]}', "'mirrors' must be a list of strings"),
+    ('{"url": "http://h/a", "mirrors": ["ftp://m/f"]}',
+     "mirror 'ftp://m/f': not an http or https URL (ftp)"),
+    ('{"url": "http://h/a", "mirrors": ["http://m/a b"]}',
+     "mirror 'http://m/a b': URL contains whitespace or control characters"),
+    ('{"url": "http://h/a", "mirrors": ["http://m/\\u001b[31m"]}',
+     "mirror 'http://m/\\x1b[31m': URL contains whitespace or control characters"),
+    ('{"url": "http://h/a", "mirrors": ["http://m/\\ud800"]}',
+     "mirror 'http://m/\\ud800': URL is not valid UTF-8"),
+    (json.dumps({"url": "http://h/a", "mirrors": [M1] * (MIRRORS_MAX + 1)}),
+     f"too many mirrors ({MIRRORS_MAX + 1}; at most {MIRRORS_MAX})"),
+    ('{"url": "http://h/a", "mirror": ["http://m/f"]}',
+     "unknown key 'mirror' (allowed: path, sha256, headers, mirrors, url)"),
+]
+
+
+@pytest.mark.parametrize(("text", "reason"), MIRROR_ERRORS,
+                         ids=[repr(text)[:50] for text, _ in MIRROR_ERRORS])
+def test_mirror_errors(text: str, reason: str) -> None:
+    """A bad mirror, or a bad "mirrors" value, makes the whole line one BadLine whose
+    reason names the mirror (password masked, escaped) or the field."""
+    item = parse_line(text, "f:3")
+    assert item == BadLine(line="f:3", text=text.strip(), reason=reason)
+
+
+def test_long_bad_mirror_reason_is_bounded() -> None:
+    """A huge bad mirror is clipped in the reason, head and tail kept."""
+    mirror = "http://m:0/" + "x" * 100_000
+    item = parse_line(f"http://h/a mirror={mirror}", "f:1")
+    assert isinstance(item, BadLine)
+    assert len(item.reason) < 120
+    assert item.reason.startswith("mirror 'http://m:0/x") and "...x" in item.reason
