@@ -175,6 +175,9 @@ class SplitFetch:
                 await self._settle_writes()
             finally:
                 self._journal()
+                done = self.frontier.done
+                if done:  # the .part reaches this far (with gaps: see mark())
+                    self.part.size = max(self.part.size, done[-1][1])
         if self._error is not None:
             raise self._error
         if self.frontier.done != ((0, self.total),) or self.part.hashed != self.total:
