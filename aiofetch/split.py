@@ -32,6 +32,10 @@ from .state import Validators
 
 # The completed ranges go to the state journal (and the .part's mark) this often.
 JOURNAL_EVERY = 1.0
+# Most bytes of one connection gathered for a write. With 256 KiB (the stream's size)
+# 16 connections peaked at 51-64 MiB RSS over 8 runs; with 128 KiB at 55-57 MiB, at
+# the same speed (512 MiB at 64m a connection, 1.1 s).
+PIECE_BATCH = 128 * 1024
 
 
 class Changed(ItemError):
@@ -347,7 +351,7 @@ class SplitFetch:
         the piece's end (which another connection may lower meanwhile)."""
         ctx = self.ctx
         sink, key, throttle = ctx.sink, self.key, ctx.throttle
-        chunk_size = ctx.config.chunk_size
+        chunk_size = min(ctx.config.chunk_size, PIECE_BATCH)
         pending: asyncio.Future[None] | None = None
         batch: list[bytes] = []
         batched = 0
