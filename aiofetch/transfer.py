@@ -186,7 +186,7 @@ class Download:
                 # Pieces showed another version of the file: nothing is spliced, the
                 # file starts over as one stream (a request of its own: an attempt).
                 self._one_stream = True
-                self._ranges = None
+                self._ranges = self._split_ranges = None
                 if self.part is not None:
                     await self.part.open(keep=False)
                 self.attempts += 1
@@ -495,7 +495,15 @@ class Download:
             self.connections = max(self.connections, fetch.peak)
         self._split_ranges = None
         self.source = tuple(str(sources[n].url) for n in sorted(fetch.served))
-        return await self._finish(resp)
+        try:
+            return await self._finish(resp)
+        except VerificationError as exc:
+            if len(self.source) < 2:
+                raise
+            # Some mirror served other bytes of the same length: which one cannot be
+            # told, so the file starts over from this URL alone.
+            self.source = ()
+            raise Changed(f"{exc} (pieces from mirrors); fetching from one URL") from exc
 
     def _streamed(self) -> None:
         """The file came over one connection, unless a split said otherwise."""
