@@ -285,6 +285,30 @@ async def test_per_host_with_several_big_files(hosts: Hosts, tmp_path: Path) -> 
     assert site.most_in_flight <= 3
 
 
+async def test_an_item_waiting_for_the_host_is_not_starved(hosts: Hosts, tmp_path: Path) -> None:
+    """--per-host 2 and split 8: while the pieces of a first file hold both slots, a
+    second file of the host arrives; it gets a slot when a piece ends, long before the
+    first file ends, and the host never sees 3 bodies."""
+    bodies = {"a.bin": os.urandom(8 * MiB), "b.bin": os.urandom(2 * MiB)}
+    site = RangeServer({name: Resource(body, rate=RATE) for name, body in bodies.items()})
+    base = await hosts.start(site)
+    config = split_config(tmp_path, connections=8, per_host=2, jobs=2)
+    split_begun = site.when_sent(2 * MiB)
+
+    async def items() -> AsyncIterator[str]:
+        yield f"{base}/a.bin"
+        await asyncio.wait_for(split_begun.wait(), 10)
+        yield f"{base}/b.bin"
+
+    results = {r.path: r async for r in download(items(), config)}
+    assert all(result.status is Status.OK for result in results.values())
+    assert results["a.bin"].connections == 2
+    a_hits = [hit for hit in site.hits if hit.path == "/a.bin"]
+    b_first = min(hit.at for hit in site.hits if hit.path == "/b.bin")
+    assert b_first < max(hit.at for hit in a_hits)  # a still had pieces to ask for
+    assert site.most_in_flight <= 2
+
+
 # -- interrupted split downloads, through the CLI ----------------------------------------
 
 BIG = os.urandom(16 * MiB)
@@ -292,14 +316,14 @@ SLOW = 512 * 1024  # per connection: 4 pieces send 9 MiB in about 4.5 s; one str
 KILL_AT = 9 * MiB
 
 
-async def interrupted(hosts: Hosts, dest: Path, signum: int
+async def interrupted(hosts: Hosts, dest: Path, signum: int, *options: str
                       ) -> tuple[RangeServer, str, float, int, str]:
     """A CLI run with --split 4, signalled once the server has sent KILL_AT bytes. Returns
     the server, the URL, when the signal went, and the exit code and stdout."""
     site, url = await serve_one(hosts, Resource(BIG, rate=SLOW))
     reached = site.when_sent(KILL_AT)
     proc = await start(url, "-d", str(dest), "--split", "4", "--min-split-size", "1M",
-                       "--json")
+                       "--json", *options)
     try:
         try:
             await asyncio.wait_for(reached.wait(), 12)
@@ -370,3 +394,28 @@ async def test_sigterm_midway_keeps_the_part_and_rerun_completes(
     assert not (tmp_path / "big.bin").exists() and (tmp_path / "big.bin.part").exists()
     await rerun_fetches_only_missing(site, url, tmp_path,
                                      finished_before(site, signalled - 0.5))
+
+
+async def test_without_state_a_killed_split_resumes_from_its_whole_prefix(
+    hosts: Hosts, tmp_path: Path
+) -> None:
+    """--no-state: the .part of a split download carries the length of its whole prefix
+    (an extended attribute); after SIGKILL the rerun drops what lies past the first gap
+    and asks from there, and the finished file carries no mark."""
+    site, url, _, code, _ = await interrupted(hosts, tmp_path, signal.SIGKILL, "--no-state")
+    assert code == -signal.SIGKILL
+    part = tmp_path / "big.bin.part"
+    prefix = int(os.getxattr(part, "user.aiofetch.prefix"))
+    assert 0 < prefix < len(BIG) and prefix <= part.stat().st_size
+    assert BIG[:prefix] == part.read_bytes()[:prefix]
+    before = len(site.hits)
+    site.files["big.bin"].rate = 4 * MiB
+    ran = await aiofetch(url, "-d", str(tmp_path), "--split", "4", "--min-split-size", "1M",
+                         "--json", "--no-state")
+    assert ran.code == 0, ran.err
+    assert (tmp_path / "big.bin").read_bytes() == BIG
+    first = site.hits[before]
+    assert first.range == f"bytes={prefix}-" and first.if_range is None
+    assert all(hit.asked is None or hit.asked[0] >= prefix for hit in site.hits[before:])
+    assert "user.aiofetch.prefix" not in os.listxattr(tmp_path / "big.bin")
+    assert not part.exists()
