@@ -463,6 +463,8 @@ def main() -> None:
     prints four: usage, a hint, a blank line and the error)."""
     try:
         status = command.main(prog_name="aiofetch", standalone_mode=False)
+    except SystemExit as exc:  # the command's own sys.exit: the run is over
+        status = exc.code if isinstance(exc.code, int) else ExitStatus.OK
     except click.ClickException as exc:
         click.echo(usage_line(exc), err=True)
         sys.exit(exc.exit_code)

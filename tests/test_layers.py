@@ -43,8 +43,10 @@ def test_a_run_off_a_terminal_does_not_load_rich_console(tmp_path: Path) -> None
     rich's console and progress modules are never imported."""
     dest = tmp_path / "out"
     loaded = modules_after(
-        "import contextlib\nfrom aiofetch.cli import main\nimport sys\n"
-        f"sys.argv = ['aiofetch', '-i', '/dev/null', '-d', {str(dest)!r}]\n"
-        "with contextlib.suppress(SystemExit):\n    main()")
+        "import contextlib\nfrom aiofetch.cli import command\n"
+        # main() itself ends with os._exit, before anything could print the modules
+        f"args = ['-i', '/dev/null', '-d', {str(dest)!r}]\n"
+        "with contextlib.suppress(SystemExit):\n"
+        "    command.main(args, prog_name='aiofetch', standalone_mode=False)")
     assert "aiohttp" in loaded  # it did run
     assert "rich.console" not in loaded and "rich.progress" not in loaded
