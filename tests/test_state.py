@@ -101,22 +101,28 @@ def test_reopening_keeps_the_data(tmp_path: Path) -> None:
         second.close()
 
 
-def test_data_survives_a_killed_process(tmp_path: Path) -> None:
-    """A record committed by a process that dies without closing is there on reopen."""
-    path = tmp_path / ".aiofetch.db"
-    script = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from aiofetch.state import State, Validators\n"
-        "state = State.open(Path(sys.argv[1]))\n"
-        "state.remember_part('a.bin', sys.argv[2], Validators('\"e1\"', None))\n"
-        "state.remember_part('b.bin', sys.argv[2], Validators(None, 'lm'))\n"
-        "state.forget_part('b.bin')\n"
-        "os._exit(9)\n"
-    )
+def die_after(path: Path, *statements: str) -> None:
+    """A process that opens the state at `path`, records a.bin's .part for URL, runs
+    `statements`, then dies without closing anything (os._exit)."""
+    script = "\n".join([
+        "import os, sys",
+        "from pathlib import Path",
+        "from aiofetch.state import State, Validators",
+        "state = State.open(Path(sys.argv[1]))",
+        "state.remember_part('a.bin', sys.argv[2], Validators('\"e1\"', None))",
+        *statements,
+        "os._exit(9)",
+    ])
     done = subprocess.run([sys.executable, "-c", script, str(path), URL],
                           capture_output=True, timeout=60)
     assert done.returncode == 9, done.stderr.decode()
+
+
+def test_data_survives_a_killed_process(tmp_path: Path) -> None:
+    """A record committed by a process that dies without closing is there on reopen."""
+    path = tmp_path / ".aiofetch.db"
+    die_after(path, "state.remember_part('b.bin', sys.argv[2], Validators(None, 'lm'))",
+              "state.forget_part('b.bin')")
     assert (tmp_path / ".aiofetch.db-wal").exists()  # never checkpointed: only the log has it
     state = State.open(path)
     try:
@@ -461,18 +467,7 @@ def test_a_malformed_record_reads_as_none(state: State, total: object, ranges: o
 def test_ranges_survive_a_killed_process(tmp_path: Path) -> None:
     """Ranges written just before SIGKILL-like death are there on reopen."""
     path = tmp_path / ".aiofetch.db"
-    script = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from aiofetch.state import State, Validators\n"
-        "state = State.open(Path(sys.argv[1]))\n"
-        "state.remember_part('a.bin', sys.argv[2], Validators('\"e1\"', None))\n"
-        "state.remember_ranges('a.bin', sys.argv[2], 4096, [(0, 1024), (2048, 3072)])\n"
-        "os._exit(9)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script, str(path), URL],
-                          capture_output=True, timeout=60)
-    assert done.returncode == 9, done.stderr.decode()
+    die_after(path, "state.remember_ranges('a.bin', sys.argv[2], 4096, [(0, 1024), (2048, 3072)])")
     state = State.open(path)
     try:
         assert state.part_ranges("a.bin", URL) == (4096, ((0, 1024), (2048, 3072)))
