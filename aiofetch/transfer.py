@@ -396,8 +396,9 @@ class Download:
         self._expected = self._checks(resp)
         for check in self._expected:
             part.want(check.algorithm)
-        if total is not None and self._splittable(resp, total, offset):
-            return await self._split(resp, total, offset)
+        connections = self._connections(resp, total, offset) if total is not None else 0
+        if connections and total is not None:
+            return await self._split(resp, total, offset, connections)
         if part.size != offset:  # a split .part: what lies past its first gap goes
             await part.truncate(offset)
         await part.adopt_prefix()
@@ -451,26 +452,37 @@ class Download:
         _check_complete(part.size, total, resp.status)
         return await self._finish(resp)
 
-    def _splittable(self, resp: aiohttp.ClientResponse, total: int, offset: int) -> bool:
-        """More connections may fetch the rest: the file is big enough, the server
-        serves ranges, and a strong validator (for If-Range) or an expected digest
-        makes sure every piece is of this version."""
-        split = self.ctx.config.split
-        if self._one_stream or not accepts_ranges(resp.headers):
-            return False
+    def _connections(self, resp: aiohttp.ClientResponse, total: int, offset: int) -> int:
+        """How many connections fetch the rest (split.py), or 0 for one plain stream.
+
+        More than one when the file is big enough, the server serves ranges, and a
+        strong validator (for If-Range) or an expected digest makes sure every piece is
+        of this version. One when a split .part is resumed with little left: its gaps
+        are fetched one after the other, and the bytes it has are kept."""
+        if self._one_stream:
+            return 0
+        if resp.status != 206 and not accepts_ranges(resp.headers):
+            return 0  # (a 206 is proof enough: nginx sends no Accept-Ranges with it)
         validators = self.journal.validators or self.journal.stored_validators()
         if not ((validators and validators.if_range()) or self._expected):
-            return False
+            return 0
+        split = self.ctx.config.split
         done = self._ranges or ((0, offset),)
         still = total - sum(end - start for start, end in done)
-        if not should_split(total, still, connections=split.connections,
-                            min_size=split.min_size):
-            return False
+        if should_split(total, still, connections=split.connections, min_size=split.min_size):
+            connections = split.connections
+        elif self._ranges:
+            connections = 1
+        else:
+            return 0
         # Without the journal only a mark on the .part says which bytes are whole.
         assert self.part is not None
-        return self.ctx.state is not None or self.part.mark(offset)
+        if self.ctx.state is None and not self.part.mark(offset):
+            return 0
+        return connections
 
-    async def _split(self, resp: aiohttp.ClientResponse, total: int, offset: int) -> Outcome:
+    async def _split(self, resp: aiohttp.ClientResponse, total: int, offset: int,
+                     connections: int) -> Outcome:
         """The rest of the file over several connections (split.py), then the checks."""
         assert self.part is not None and self.path is not None and self.parsed_url is not None
         validators = self.journal.validators or self.journal.stored_validators()
@@ -485,7 +497,7 @@ class Download:
         fetch = SplitFetch(self.ctx, key=self.key, part=self.part, journal=self.journal,
                            headers=request_headers(self.ctx.config, self.planned),
                            origin=self.parsed_url, sources=sources, total=total, done=done,
-                           retry=self._piece_retry)
+                           retry=self._piece_retry, connections=connections)
         self.ctx.sink(TransferStarted(self.key, self.url, self.path, total,
                                       sum(end - start for start, end in done)))
         try:

@@ -204,6 +204,7 @@ class RangeServer:
                 end = total - 1 if last is None else min(last, total - 1)
                 shift = resource.shift_range
                 headers["Content-Range"] = f"bytes {start + shift}-{end + shift}/{total}"
+                del headers["Accept-Ranges"]  # as nginx: a 206 is proof enough
         cut = None
         if (resource.cut_after is not None and resource.cut_done < resource.cuts
                 and (status == 206 or resource.cut_plain)

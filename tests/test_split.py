@@ -309,6 +309,39 @@ async def test_an_item_waiting_for_the_host_is_not_starved(hosts: Hosts, tmp_pat
     assert site.most_in_flight <= 2
 
 
+async def test_a_resumed_split_asks_only_for_its_gap(hosts: Hosts, tmp_path: Path) -> None:
+    """A piece stalls while every other piece ends; the run is stopped, leaving a .part
+    with a gap in the middle. The rerun asks from the gap and stops where the kept bytes
+    resume, though its 206 says no Accept-Ranges (nginx's do not): only the gap again."""
+    resource = Resource(BODY, rate=RATE, cut_after=256 * 1024, stall=True)
+    site, url = await serve_one(hosts, resource)
+    config = split_config(tmp_path, read_timeout=30)
+    stop = asyncio.Event()
+
+    async def stop_when_the_rest_is_done() -> None:
+        while True:
+            ranged = site.ranged()
+            stalled = [hit for hit in ranged if hit.done_at is None]
+            if len(stalled) == 1 and len(ranged) >= 6 and all(
+                    hit.done_at for hit in ranged if hit is not stalled[0]):
+                stop.set()
+                return
+            await asyncio.sleep(0.02)  # polling the server's record, within the bound below
+
+    watcher = asyncio.create_task(asyncio.wait_for(stop_when_the_rest_is_done(), 20))
+    first = [r async for r in download([url], config, stop=stop)]
+    await watcher
+    assert [r.status for r in first] == [Status.INTERRUPTED]
+    stalled = next(hit for hit in site.ranged() if hit.done_at is None)
+    gap = (stalled.start + stalled.sent, stalled.start + stalled.length)
+    before = len(site.hits)
+    result = await fetch_one(url, config)
+    assert_whole(result, config.dest, BODY)
+    again = site.hits[before:]
+    assert again[0].asked is not None and stalled.start <= again[0].asked[0] < gap[1]
+    assert sum(hit.sent for hit in again) <= gap[1] - stalled.start + 256 * 1024
+
+
 # -- interrupted split downloads, through the CLI ----------------------------------------
 
 BIG = os.urandom(16 * MiB)
