@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from .checks import Check, body_checks, pairs
 from .client_errors import status_error, translate
 from .config import Config
 from .context import Context
@@ -22,11 +23,9 @@ from .errors import (
 )
 from .events import TransferAdvanced, TransferStarted
 from .headers import (
-    DIGEST_NAMES,
     WANT_DIGEST,
     accepts_ranges,
     parse_content_range,
-    parse_digest_fields,
     refuses_ranges,
     timestamp,
     unsatisfied_length,
@@ -63,13 +62,6 @@ def request_headers(config: Config, planned: Planned) -> dict[str, str]:
     return headers
 
 
-def expected_sha256(config: Config, planned: Planned, path: str) -> str | None:
-    """The digest the body must have: from the input line, else from --checksums."""
-    if planned.job.sha256:
-        return planned.job.sha256
-    return config.checksums.get(path) or config.checksums.get(path.rsplit("/", 1)[-1])
-
-
 def _check_complete(got: int, total: int | None, status: int) -> None:
     if total is not None and got != total:
         raise TransferError(f"body ended early: {got} of {total} bytes", http_status=status)
@@ -83,26 +75,6 @@ SMALL_BODY = 256 * 1024
 TINY_CHUNK = 1024
 # Progress events while a body streams: at least one per this many bytes received.
 PROGRESS_STEP = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """One digest the finished file must have, and where that expectation came from."""
-
-    algorithm: str  # hashlib name
-    digest: bytes
-    source: str
-
-    def failure(self, part: PartFile) -> str:
-        if self.source == "sha256":
-            return (f"sha256 mismatch: expected {self.digest.hex()[:16]}..., "
-                    f"got {part.sha256()[:16]}...")
-        return f"{self.source} does not match the body"
-
-
-def _pairs(checks: list[_Check]) -> list[tuple[str, bytes]]:
-    """(hashlib name, digest) pairs, as PartFile checks them."""
-    return [(check.algorithm, check.digest) for check in checks]
 
 
 class Download:
@@ -124,7 +96,7 @@ class Download:
         self.http_status: int | None = None
         self.connections = 0  # most at once
         self.source: tuple[str, ...] = ()  # the URLs the file's bytes came from
-        self._expected: list[_Check] = []  # what the body must hash to
+        self._expected: list[Check] = []  # what the body must hash to
         self._offset = 0  # where the body asked for starts
         self._ranges: tuple[Span, ...] | None = None  # a split .part's written ranges
         self._fresh = False  # the .part holds another URL's bytes: start over
@@ -281,7 +253,7 @@ class Download:
         validators = self.journal.validators
         assert validators is not None
         failed = await self.part.install(
-            data, mtime=timestamp(validators.last_modified), expected=_pairs(checks))
+            data, mtime=timestamp(validators.last_modified), expected=pairs(checks))
         if failed is not None:
             raise VerificationError(checks[failed].failure(self.part), http_status=resp.status)
         self.journal.forget()
@@ -551,23 +523,9 @@ class Download:
             raise SizeLimitError(f"body is {total} bytes, over --max-size {limit}",
                                  http_status=status)
 
-    def _checks(self, resp: aiohttp.ClientResponse) -> list[_Check]:
-        """What the file must hash to: the input's (or --checksums') sha256, and the
-        digests the server vouches for (RFC 9530). Repr-Digest covers the whole
-        representation, also in a 206; Content-Digest only this message's content, which
-        is the whole file in a 200 alone."""
-        checks = []
+    def _checks(self, resp: aiohttp.ClientResponse) -> list[Check]:
         assert self.path is not None
-        wanted = expected_sha256(self.ctx.config, self.planned, self.path)
-        if wanted is not None:
-            checks.append(_Check("sha256", bytes.fromhex(wanted), "sha256"))
-        found = parse_digest_fields(resp.headers.get("Repr-Digest"))
-        if resp.status == 200:
-            for name, value in parse_digest_fields(resp.headers.get("Content-Digest")).items():
-                found.setdefault(name, value)
-        checks.extend(_Check(name, value, f"{DIGEST_NAMES[name]} from the server's digest "
-                             "header") for name, value in found.items())
-        return checks
+        return body_checks(self.ctx.config, self.planned, self.path, resp.status, resp.headers)
 
     def _begin_version(self, resp: aiohttp.ClientResponse, total: int | None) -> None:
         """A full body starts: its validators are what a resume's If-Range will name."""
@@ -578,7 +536,7 @@ class Download:
         assert self.part is not None and self.path is not None
         part = self.part
         await part.settle()
-        failed = part.mismatch(_pairs(self._expected))
+        failed = part.mismatch(pairs(self._expected))
         if failed is not None:
             raise VerificationError(self._expected[failed].failure(part),
                                     http_status=resp.status)
