@@ -21,7 +21,7 @@ from .errors import (
     VerificationError,
     is_retryable,
 )
-from .events import TransferAdvanced, TransferStarted
+from .events import Retrying, TransferAdvanced, TransferStarted
 from .headers import (
     WANT_DIGEST,
     accepts_ranges,
@@ -511,10 +511,15 @@ class Download:
             error.path = self.path
             raise error
         self.attempts += 1
-        if error.retry_after is not None:
-            self.ctx.gate.pause(self.host, error.retry_after)
-            return 0.0
-        return backoff(self.attempts - 1, policy)
+        delay = error.retry_after
+        if delay is not None:
+            self.ctx.gate.pause(self.host, delay)  # the piece's request waits at the gate
+        else:
+            delay = backoff(self.attempts - 1, policy)
+        job = self.planned.job
+        self.ctx.sink(Retrying(self.key, job.url, job.line, self.attempts - 1, delay,
+                               f"piece: {error}"))
+        return 0.0 if error.retry_after is not None else delay
 
     def _check_announced_size(self, total: int | None, status: int) -> None:
         """Fail before the first byte when the body is known to be over --max-size."""

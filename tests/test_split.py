@@ -18,6 +18,7 @@ import pytest_asyncio
 
 from aiofetch import Config, Job, Result, Status, download
 from aiofetch.config import RetryPolicy, Split
+from aiofetch.events import Retrying
 
 from .conftest import names, sha256
 from .rangeserver import LAST_MODIFIED, Hit, Hosts, RangeServer, Resource, covered, overlap
@@ -215,10 +216,13 @@ async def test_a_piece_cut_midway_resumes_where_it_stopped(
     cut_after = 300_000
     site, url = await serve_one(hosts, Resource(BODY, rate=RATE, cut_after=cut_after))
     config = split_config(tmp_path)
-    result = await fetch_one(url, config)
+    events: list[object] = []
+    [result] = [r async for r in download([url], config, sink=events.append)]
     assert site.ranged(), "the file was never split"
     assert_whole(result, config.dest, BODY)
     assert result.attempts == 2
+    [retry] = [event for event in events if isinstance(event, Retrying)]
+    assert retry.attempt == 1 and retry.reason.startswith("piece: ")  # shown like any retry
     [cut] = [hit for hit in site.hits if hit.cut]
     start, end = explicit(cut)
     later = site.hits[site.hits.index(cut) + 1:]
