@@ -57,6 +57,9 @@ QUICK_SPLIT_SIZE = 128 * MIB
 SPLIT_RATE = "64m"  # nginx's limit_rate per connection (m = MiB/s): 512 MiB takes 8 s a stream
 SPLIT_PREFIX = "split"  # URL prefix (and directory under the corpus root) of the split set
 SPLIT_RSS_TARGET_MIB = 60.0
+SPLIT_LOG = "split-access.log"  # in the nginx dir: `STATUS RANGE BYTES_SENT` per /split/ request
+RESUME_KILL_AT = 0.5  # the resume check kills aiofetch once this share of the file is on disk
+RESUME_VARIANT = "aiofetch-s8"
 # The unthrottled sets' extra variant (--split-compare): aiofetch with one stream per file,
 # next to the default aiofetch row (--split 4).
 SPLIT_ONE = "aiofetch-s1"
@@ -548,6 +551,7 @@ worker_rlimit_nofile {nofile};
 events {{ worker_connections {connections}; }}
 http {{
     access_log off;
+    log_format splitlog '$status $http_range $bytes_sent';
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -566,6 +570,7 @@ http {{
         location /{split_prefix}/ {{
             limit_rate {split_rate};
             limit_rate_after 0;
+            access_log {base}/{split_log} splitlog;
         }}
         location /m/ {{ rewrite ^ /tiny.bin break; }}
         location /x/ {{ rewrite ^ /one.bin break; }}
@@ -588,7 +593,7 @@ def nginx_conf(*, base: Path, root: Path, port: int, concurrency: int, user: str
     return NGINX_CONF.format(
         user=user, base=base, nofile=2 * connections + 64, connections=connections,
         temp_paths=temp_paths, cd_prefix=SOAK_CD_PREFIX, host=HOST, port=port, root=root,
-        status=status, split_prefix=SPLIT_PREFIX, split_rate=SPLIT_RATE)
+        status=status, split_prefix=SPLIT_PREFIX, split_rate=SPLIT_RATE, split_log=SPLIT_LOG)
 
 
 def nginx_temp_paths(built: str, base: Path) -> str:
@@ -1394,11 +1399,76 @@ def split_space(cfg: Config) -> tuple[int, int]:
     """Bytes and inodes the split set keeps until the end (every row's output, every round)."""
     if SPLIT_SET not in cfg.sets:
         return 0, 0
-    outputs = len(SPLIT_VARIANTS) * (cfg.runs + 1)
+    outputs = len(SPLIT_VARIANTS) * (cfg.runs + 1) + 1  # and the resume check's
     return cfg.split_size * (outputs + 1), outputs + 1
 
 
-def split_set(lab: Lab, corpus: CorpusSet, base_url: str) -> dict[str, Any]:
+def log_requests(log: Path) -> list[tuple[int, str, int]]:
+    """(status, Range, bytes sent) of every /split/ request nginx has logged."""
+    rows = []
+    for line in log.read_text(encoding="ascii", errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0].isdigit() and fields[2].isdigit():
+            rows.append((int(fields[0]), fields[1], int(fields[2])))
+    return rows
+
+
+def resume_summary(size: int, first: list[tuple[int, str, int]], on_disk: int,
+                   second: list[tuple[int, str, int]], ok: bool) -> dict[str, Any]:
+    """What a rerun after SIGKILL fetched: the bytes sent again beyond the file's size."""
+    sent_first = sum(row[2] for row in first)
+    sent_second = sum(row[2] for row in second)
+    again = max(0, sent_first + sent_second - size)
+    return {"size": size, "first_sent": sent_first, "on_disk_at_kill": on_disk,
+            "rerun_sent": sent_second, "rerun_requests": len(second),
+            "rerun_from_zero": any(row[1] == "-" for row in second),
+            "fetched_again": again, "fetched_again_share": again / size, "ok": ok}
+
+
+def resume_check(lab: Lab, corpus: CorpusSet, url: str, log: Path) -> dict[str, Any] | None:
+    """SIGKILL `aiofetch --split 8` once half the file is on disk, rerun it, and count from
+    nginx's log what the two runs fetched: the rerun should ask only for the missing ranges."""
+    variant = next((v for v in SPLIT_VARIANTS if v.name == RESUME_VARIANT), None)
+    if variant is None or variant.program not in lab.paths:
+        return None
+    label = f"{SPLIT_SET}-resume"
+    outdir = fresh_dir(lab, label)
+    cmd = split_command(variant, lab.paths[variant.program], url, outdir)
+    part = outdir / (url.rsplit("/", 1)[1] + ".part")
+    log.write_bytes(b"")  # nginx appends (O_APPEND): the log starts again here
+    size = corpus.total_bytes
+    proc = subprocess.Popen(cmd, env=lab.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    on_disk = 0
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError):
+                on_disk = part.stat().st_blocks * 512  # sparse: what is written
+            if on_disk >= RESUME_KILL_AT * size:
+                break
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    time.sleep(0.5)  # nginx logs a request when it sees the connection closed
+    first = log_requests(log)
+    log.write_bytes(b"")
+    job = Job(variant.name, label, cmd, outdir, corpus.expected())
+    result = run_job(lab, job, SPLIT_SET, -1, 0)
+    time.sleep(0.5)
+    summary = resume_summary(size, first, on_disk, log_requests(log), result.ok)
+    emit(f"resume: SIGKILL at {on_disk / MIB:.0f} MiB on disk (nginx had sent "
+         f"{summary['first_sent'] / MIB:.0f} MiB); the rerun sent "
+         f"{summary['rerun_sent'] / MIB:.0f} MiB in {summary['rerun_requests']} requests"
+         f"{' (from byte 0!)' if summary['rerun_from_zero'] else ''}: "
+         f"{summary['fetched_again'] / MIB:.1f} MiB fetched twice "
+         f"({100 * summary['fetched_again_share']:.1f}% of the file), "
+         f"{'verified' if result.ok else 'FAILED verification'}")
+    return summary
+
+
+def split_set(lab: Lab, corpus: CorpusSet, base_url: str, log: Path) -> dict[str, Any]:
     """Warm-up + --runs rounds of every split row, alternating order; all outputs verified."""
     variants = [v for v in SPLIT_VARIANTS if v.program in lab.paths]
     (name,) = corpus.digests
@@ -1421,6 +1491,7 @@ def split_set(lab: Lab, corpus: CorpusSet, base_url: str) -> dict[str, Any]:
             time.sleep(WARMUP_PAUSE)
     summary = split_summary(corpus, lab.runs, variants)
     print_split(summary, lab.cfg.runs)
+    summary["resume"] = resume_check(lab, corpus, url, log)
     return summary
 
 
@@ -2103,7 +2174,8 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
             print_compare(report["split_compare"], cfg.runs)
         if SPLIT_SET in cfg.sets:
             split_corpus = build_corpus(corpus_root / SPLIT_PREFIX, SPLIT_SET, 1, cfg.split_size)
-            report["sets"][SPLIT_SET] = split_set(lab, split_corpus, base_url)
+            report["sets"][SPLIT_SET] = split_set(lab, split_corpus, base_url,
+                                                  cfg.workdir / "nginx" / SPLIT_LOG)
         if "aiofetch" not in tools:
             return
         if cfg.progress_cost:

@@ -19,10 +19,12 @@ from tests.bench import (
     RunResult,
     compare_markdown,
     compare_summary,
+    log_requests,
     nginx_conf,
     pair_ratios,
     paired_round_order,
     parse_args,
+    resume_summary,
     space_needed,
     split_command,
     split_markdown,
@@ -54,6 +56,30 @@ def test_nginx_caps_only_the_split_location(tmp_path: Path) -> None:
     assert re.findall(r"limit_rate_after\s+(\S+);", block.group(1)) == ["0"]
     assert conf.count("limit_rate ") == 1
     assert "listen 127.0.0.1:8080" in conf and f"root {tmp_path / 'corpus'};" in conf
+
+
+def test_nginx_logs_the_split_requests_only(tmp_path: Path) -> None:
+    """The /split/ location (and only it) logs `STATUS RANGE BYTES_SENT` for the resume check."""
+    conf = nginx_conf(base=tmp_path, root=tmp_path / "corpus", port=8080, concurrency=32)
+    block = re.search(r"location /split/ \{([^}]*)\}", conf)
+    assert block is not None
+    assert f"access_log {tmp_path}/split-access.log splitlog;" in block.group(1)
+    assert "log_format splitlog '$status $http_range $bytes_sent';" in conf
+    assert conf.count("access_log ") == 2  # `access_log off;` for the rest
+
+
+def test_resume_counts_what_was_fetched_twice(tmp_path: Path) -> None:
+    """From nginx's log: the bytes both runs sent beyond the file's size, and whether the
+    rerun started over (a request without Range, logged as `-`)."""
+    log = tmp_path / "split-access.log"
+    log.write_text("200 - 300\n206 bytes=400-599 200\ngarbage\n206 bytes=600- 150\n")
+    first = log_requests(log)
+    assert first == [(200, "-", 300), (206, "bytes=400-599", 200), (206, "bytes=600-", 150)]
+    second = [(206, "bytes=300-399", 100), (206, "bytes=650-999", 350)]
+    summary = resume_summary(1000, first, 600, second, True)
+    assert summary["fetched_again"] == 100 and summary["fetched_again_share"] == 0.1
+    assert not summary["rerun_from_zero"] and summary["rerun_requests"] == 2
+    assert resume_summary(1000, first, 600, [(200, "-", 1000)], True)["rerun_from_zero"]
 
 
 def test_split_commands_match_the_brief(tmp_path: Path) -> None:
@@ -111,11 +137,12 @@ def test_corpus_rows_gain_split_one_after_aiofetch() -> None:
 
 
 def test_space_counts_split_outputs(tmp_path: Path) -> None:
-    """Every split row's output of every round (warm-up included) is budgeted."""
+    """Every split row's output of every round (warm-up included), the resume check's and
+    the corpus file are budgeted."""
     cfg = parse_args(["--sets", "split", "--runs", "3", "--workdir", str(tmp_path)])
     need, inodes = space_needed(cfg, ["aiofetch", "curl", "aria2c"])
-    assert need == SIZE * (len(SPLIT_VARIANTS) * 4 + 1)
-    assert inodes == len(SPLIT_VARIANTS) * 4 + 1
+    assert need == SIZE * (len(SPLIT_VARIANTS) * 4 + 2)
+    assert inodes == len(SPLIT_VARIANTS) * 4 + 2
 
 
 def test_pair_ratios_pair_rounds_and_skip_failures() -> None:
