@@ -153,6 +153,12 @@ class PartFile:
     def hash_through(self, end: int) -> None:
         """Bring the digests up to byte `end` by reading the `.part` back (the page cache
         has the bytes just written: a memory copy, ~0.1 s a GiB here, besides the hash)."""
+        try:
+            self._read_back(end)
+        except OSError as exc:
+            raise _local(f"cannot read {self.name}", exc) from exc
+
+    def _read_back(self, end: int) -> None:
         fd = os.open(self._part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
         buffer = bytearray(min(1 << 20, max(end - self._hashed, 0)))  # one, reused
         view = memoryview(buffer)
@@ -172,6 +178,12 @@ class PartFile:
     def write_at(self, offset: int, chunks: list[bytes]) -> None:
         """Write chunks at `offset` (pwritev: pieces of a split file land out of order,
         from several threads at once). Hashing is the caller's: see `hash_chunks`."""
+        try:
+            self._write_at(offset, chunks)
+        except OSError as exc:
+            raise _local(f"cannot write {self.name}", exc) from exc
+
+    def _write_at(self, offset: int, chunks: list[bytes]) -> None:
         fd = self._pfd
         for start in range(0, len(chunks), IOV_MAX):
             some = chunks[start:start + IOV_MAX] if len(chunks) > IOV_MAX else chunks

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from .client_errors import status_error, translate
 from .context import Context
-from .errors import RETRYABLE_STATUSES, ItemError, LocalError, TransferError
+from .errors import RETRYABLE_STATUSES, ItemError, TransferError
 from .events import TransferAdvanced
 from .headers import parse_content_range
 from .journal import PartJournal
 from .partfile import IOV_MAX, PartFile
-from .pieces import Piece, Schedule, Span, gaps, merge
+from .pieces import Piece, Schedule, Span, first_gap, gaps, merge
 from .redirects import get
 from .state import Validators
 
@@ -181,16 +182,11 @@ class SplitFetch:
         self._error: BaseException | None = None
         self._marked = False
 
-    @property
-    def first_gap(self) -> int:
-        missing = gaps(self.total, merge(self.frontier.done))
-        return missing[0][0] if missing else self.total
-
     async def run(self, first: aiohttp.ClientResponse, start: int) -> None:
         """Fetch every missing byte; `first` is the item's own answer, streaming from
         `start`. Raises Changed when a piece shows another version of the file."""
         await self.part.spread()
-        self._marked = self.part.mark(self.first_gap)
+        self._marked = self.part.mark(first_gap(self.frontier.done))
         self._journal()  # before the first byte lands past a gap
         self.frontier.start()
         piece = self.schedule.first(start, self.total)
@@ -263,9 +259,8 @@ class SplitFetch:
             if held is not None:
                 slots.drop(held)
 
-    async def _wait_for(self, waiting: object) -> None:
+    async def _wait_for(self, waiting: Coroutine[Any, Any, None]) -> None:
         """Wait for a slot, or for the end of the run, whichever comes first."""
-        assert asyncio.iscoroutine(waiting)
         slot = asyncio.ensure_future(waiting)
         stop = asyncio.ensure_future(self._stop.wait())
         try:
@@ -413,12 +408,10 @@ class SplitFetch:
 
     async def _settle_writes(self) -> None:
         """Wait for every write in flight (a thread cannot be stopped); raise the first
-        write error."""
+        write error (a LocalError, from PartFile.write_at)."""
         while self._writes:
             results = await asyncio.gather(*self._writes, return_exceptions=True)
             for result in results:
-                if isinstance(result, OSError):
-                    raise translate_os(result, self.part)
                 if isinstance(result, BaseException):
                     raise result
 
@@ -428,17 +421,12 @@ class SplitFetch:
         done = self.frontier.done
         self.journal.remember_ranges(self.total, done)
         if self._marked:
-            prefix = done[0][1] if done and done[0][0] == 0 else 0
-            self.part.mark(prefix)
+            self.part.mark(first_gap(done))
 
     async def _journal_every(self) -> None:
         while True:
             await asyncio.sleep(JOURNAL_EVERY)
             self._journal()
-
-
-def translate_os(exc: OSError, part: PartFile) -> ItemError:
-    return LocalError(f"cannot write {part.name}: {exc.strerror or exc}", errno=exc.errno)
 
 
 def _as_item_error(exc: BaseException) -> ItemError:

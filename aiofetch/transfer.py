@@ -120,7 +120,6 @@ class Download:
         self.current += 1
         self._parse(self.urls[self.current])
         self._fresh = True
-        self._ranges = None
         return True
 
     @property
@@ -158,7 +157,7 @@ class Download:
                 # Pieces showed another version of the file: nothing is spliced, the
                 # file starts over as one stream (a request of its own: an attempt).
                 self._one_stream = True
-                self._ranges = self._split_ranges = None
+                self._split_ranges = None
                 if self.part is not None:
                     await self.part.open(keep=False)
                 self.attempts += 1

@@ -152,3 +152,21 @@ async def test_disk_full_is_a_clean_local_error(tiny_fs: Path) -> None:
     finally:
         os.close(fd)
     assert list(tiny_fs.iterdir()) == []
+
+
+async def test_pieces_at_offsets_hash_in_order_and_fail_as_local_errors(root: int) -> None:
+    """write_at lands bytes at their offsets, hash_through reads back what came early, and
+    an OS error in either is a LocalError naming the .part, never a bare OSError."""
+    part = PartFile(root, "split.bin")
+    with pytest.raises(LocalError, match="cannot write split.bin.part"):
+        part.write_at(0, [b"x"])  # not spread yet: no descriptor for offsets
+    with pytest.raises(LocalError, match="cannot read split.bin.part"):
+        part.hash_through(1)  # not opened: no .part to read back
+    await part.open(keep=False)
+    await part.spread()
+    part.write_at(4, [b"4567"])
+    part.write_at(0, [b"01", b"23"])
+    part.hash_chunks([b"01"])
+    part.hash_through(8)
+    assert part.hashed == 8 and part.sha256() == hashlib.sha256(b"01234567").hexdigest()
+    await part.discard()
