@@ -23,6 +23,7 @@ from .config import (
     MAX_SPLIT,
     parse_max_size,
     parse_min_split,
+    parse_processes,
     parse_proxy,
     parse_rate,
     parse_seconds,
@@ -221,6 +222,10 @@ def _load_checksums(stream: IO[bytes] | None) -> dict[str, str]:
 @click.option("--min-split-size", type=ParsedType("size", parse_min_split), default="20M",
               show_default=True, metavar="SIZE",
               help="Never split a file into pieces smaller than SIZE (aria2c's -k).")
+@click.option("--processes", type=ParsedType("processes", parse_processes), default="auto",
+              show_default=True, metavar="N|auto",
+              help="Fetch processes for the run (1: this one only). auto uses one per core "
+              "once the list is long enough to pay for starting them (see README).")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="SECONDS", help="Time allowed to connect.")
 @click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
@@ -306,6 +311,7 @@ def command(
     per_host: int,
     split: int,
     min_split_size: int,
+    processes: int | None,
     connect_timeout: float,
     read_timeout: float,
     max_redirects: int,
@@ -367,6 +373,7 @@ def command(
         jobs=jobs,
         per_host=per_host,
         split=Split(connections=split, min_size=min_split_size),
+        processes=processes,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_redirects=max_redirects,
@@ -398,7 +405,7 @@ def command(
         if dry_run:
             status = show_plan(items, config, display, json_out, quiet)
         else:
-            from .engine import run
+            from .session import run
 
             output = Output(json_out, report, through=json_through(display, json_out))
             status = run(fetch(items, config, display, output, quiet))

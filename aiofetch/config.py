@@ -110,6 +110,8 @@ class Config:
     shard: tuple[int, int] | None = None
     # Bytes per second across all transfers, or None for no limit.
     rate_limit: int | None = None
+    # Fetch processes for the run (--processes): None chooses (see processes.py).
+    processes: int | None = None
     # Most bytes written in one go (one writev of the socket's buffers, in one thread
     # hop) while a body streams.
     chunk_size: int = 256 * 1024
@@ -117,6 +119,8 @@ class Config:
     def __post_init__(self) -> None:
         if self.jobs < 1:
             raise ValueError("jobs must be at least 1")
+        if self.processes is not None and self.processes < 1:
+            raise ValueError("processes must be at least 1 (or None: auto)")
         if self.per_host < 0:
             raise ValueError("per_host must be 0 (unlimited) or more")
         if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
@@ -198,6 +202,16 @@ def parse_min_split(text: str) -> int:
     if size < 1 << 20:
         raise ValueError(f"{text!r} is below 1M")
     return size
+
+
+def parse_processes(text: str) -> int | None:
+    """--processes: a count of at least 1, or `auto` (None)."""
+    value = text.strip().lower()
+    if value == "auto":
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{text!r} is not a count of at least 1, or auto")
+    return int(value)
 
 
 def parse_user(text: str) -> tuple[str, str]:

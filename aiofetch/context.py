@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from .config import Config
 from .events import EventSink
-from .naming import Claims
+from .journal import PartRecords
 from .retry import HostGate
 from .routes import Routes
 from .slots import HostSlots
-from .state import State
 from .storage import Dirs
 from .throttle import Throttle
+
+# (url, name, line) -> the path claimed for it: --content-disposition names a file only
+# once its headers are in, and the claims live in the main process.
+Namer = Callable[[str, str, str], Awaitable[str]]
 
 
 @dataclass(slots=True)
@@ -24,9 +28,9 @@ class Context:
     config: Config
     session: aiohttp.ClientSession
     root_fd: int
-    claims: Claims
+    name: Namer
     sink: EventSink
-    state: State | None = None
+    state: PartRecords | None = None  # the journal's .part records
     throttle: Throttle | None = None
     routes: Routes = field(default_factory=Routes)
     dirs: Dirs | None = None  # directories held open for the .part files

@@ -1,6 +1,10 @@
-"""The run: one ClientSession, a bounded queue fed lazily from the input, N workers.
+"""The run: the input read lazily and planned, the fetching, the results.
 
-    input -> feeder (plan: dedupe, name, skip) -> queue(2 x jobs) -> workers -> results
+    input -> feeder (plan: dedupe, name, skip) -> queue(2 x jobs) -> fetchers -> results
+
+The fetchers are N worker coroutines around one session in this process, or fetch
+processes that each run such a pool (pool.py); this process alone plans, names, writes
+the state journal and settles results.
 """
 
 from __future__ import annotations
@@ -8,127 +12,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
+import http.cookiejar
 import itertools
 import os
-import ssl
 import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Callable,
-    Coroutine,
     Iterable,
     Sequence,
 )
 from datetime import datetime, timezone
-from typing import Any, TypeVar
-
-import aiohttp
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Config
-from .context import Context
-from .errors import (
-    AiofetchError,
-    CannotWriteError,
-    ItemError,
-    LocalError,
-    TransferError,
-    UsageError,
-)
-from .events import EventSink, InputDone, ItemSeen, ItemSettled, Retrying, discard
+from .errors import AiofetchError, StateError
+from .events import EventSink, FetchProcesses, InputDone, ItemSeen, ItemSettled, discard
 from .feed import ThreadFeed
 from .lock import DirLock
 from .models import Action, BadLine, Job, Planned, Result, Status, new_run_id
 from .naming import Claims
 from .planner import Planner
+from .pool import Pool
+from .processes import AUTO_MIN_ITEMS, AUTO_WINDOW, auto_processes, most_processes, usable_cores
 from .registry import RunClaimStore
-from .retry import HostGate, with_retries
+from .retry import HostGate
 from .routes import Routes, load_cookies
 from .slots import HostSlots
 from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
 from .storage import Dirs, open_root
 from .throttle import Throttle
-from .transfer import Download, Outcome
 
+if TYPE_CHECKING:
+    from .workers import Keyed, Workers
+
+Cookies = http.cookiejar.CookieJar
 T = TypeVar("T")
 Item = str | Job | BadLine
 Items = Iterable[Item] | AsyncIterable[Item]
 
 _DONE = object()
-
-
-# aiohttp's read buffer per connection (it pauses the socket at twice this). Bodies are
-# taken from it as the socket's buffers and batched up to Config.chunk_size for a write:
-# 64 KiB instead of 256 KiB took 32 transfers of 1 MiB files from 64 to 57 MiB peak RSS,
-# at the same speed on 1 MiB and 256 MiB files.
-READ_BUFFER = 64 * 1024
-
-
-def make_session(config: Config) -> aiohttp.ClientSession:
-    """The run's one session: bounded connections, stall timeouts, bodies kept as sent."""
-    # -j downloads at once, each over up to --split connections (pieces take only the
-    # --per-host slots nobody waits for: see slots.py).
-    connector = aiohttp.TCPConnector(
-        limit=config.jobs * config.split.connections, limit_per_host=config.per_host,
-        ssl=_tls(config)
-    )
-    read_size = READ_BUFFER
-    if config.rate_limit:  # small reads keep a rate limit smooth
-        read_size = min(read_size, Throttle(config.rate_limit).read_size)
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        headers={"User-Agent": config.user_agent, "Accept-Encoding": "identity"},
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        read_bufsize=read_size,
-        # Proxies from the environment and ~/.netrc: once per host, by Routes.
-    )
-
-
-def _tls(config: Config) -> ssl.SSLContext | bool:
-    """aiohttp's default context unless a CA bundle or client certificate is given."""
-    if config.cert is None:
-        if config.insecure:
-            return False
-        if config.ca_bundle is None:
-            return True
-    try:
-        context = ssl.create_default_context(
-            cafile=str(config.ca_bundle) if config.ca_bundle is not None else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot use --ca-bundle {str(config.ca_bundle)!r}: {exc}") from exc
-    if config.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if config.cert is not None:
-        key = str(config.key) if config.key is not None else None
-        try:
-            # No passphrase prompt: a run under cron has no one to answer it.
-            context.load_cert_chain(str(config.cert), key, password=_no_passphrase)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            named = f"--cert {str(config.cert)!r}" + (
-                f" / --key {key!r}" if key is not None else "")
-            raise UsageError(f"cannot use {named}: {_tls_reason(exc)}") from exc
-    return context
-
-
-def _no_passphrase() -> str:
-    raise ValueError("the key is encrypted (aiofetch takes keys without a passphrase)")
-
-
-def _tls_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc)
 
 
 # Items planned together (one state query): small enough that the results queue, which
@@ -180,30 +105,28 @@ async def _slices(items: Sequence[Item], size: int) -> AsyncIterator[Sequence[It
         yield items[start:start + size]
 
 
-# Failing writes with these errors, several items in a row, mean DIR takes nothing.
-_CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM})
-_CANNOT_WRITE_STREAK = 3
-
-
 class _Run:
-    """The tasks of one run and what they share."""
+    """The main process's side of one run: input, planning, the journal, results; the
+    fetching itself is done here (one process) or by a Pool of fetch processes."""
 
-    def __init__(self, config: Config, sink: EventSink, context: Context) -> None:
+    def __init__(self, config: Config, sink: EventSink, *, root_fd: int, claims: Claims,
+                 state: State | None, cookies: Cookies | None) -> None:
         self.config = config
         self.sink = sink
-        self.context = context
+        self.root_fd = root_fd
+        self.state = state
+        self.cookies = cookies
         self.id = new_run_id()
-        self.planner = Planner(config, context.root_fd, context.claims, context.state)
-        self.gate = context.gate
-        self.jobs: asyncio.Queue[Planned | None] = asyncio.Queue(maxsize=2 * config.jobs)
+        self.planner = Planner(config, root_fd, claims, state)
+        self.jobs: asyncio.Queue[Keyed | None] = asyncio.Queue(maxsize=2 * config.jobs)
         # Results, or lists of them (settle_many): bounded in entries, so a few MB at most.
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=min(4 * config.jobs, 32))
         self.keys = itertools.count()
-        self.in_flight: set[asyncio.Task[Result]] = set()
         self.feeder: asyncio.Task[None] | None = None
+        self.fetchers: Workers | Pool | None = None
+        self.processes = 0  # fetch processes chosen (1: this one)
         self.stopping = False
         self.halted: AiofetchError | None = None
-        self._write_failures = 0
 
     def stop(self) -> None:
         """No new work; in-flight items end as `interrupted`, keeping their `.part`."""
@@ -214,12 +137,15 @@ class _Run:
             self.feeder.cancel()
         while not self.jobs.empty():  # queued, never started: they get no report line
             self.jobs.get_nowait()
-        for _ in range(self.config.jobs):
-            self.jobs.put_nowait(None)
-        current = asyncio.current_task()  # stop() may come from an item's own task
-        for task in self.in_flight:
-            if task is not current:
-                task.cancel()
+        self.jobs.put_nowait(None)
+        if self.fetchers is not None:
+            self.fetchers.stop()
+
+    def halt(self, error: AiofetchError) -> None:
+        """Something stops the whole run (DIR takes no writes, no fetch process left)."""
+        if self.halted is None:
+            self.halted = error
+        self.stop()
 
     def _stamp(self, key: int | None, result: Result, now: datetime) -> Result:
         if result.run is None:
@@ -235,6 +161,13 @@ class _Run:
         at `now`, in one queue hand-over: a rerun settles nearly every item so."""
         await self.results.put([self._stamp(None, result, now) for result in results])
 
+    async def finished(self, key: int, result: Result, record: bool,
+                       validators: Validators | None) -> None:
+        """A fetched item settled (here or in a fetch process)."""
+        if record:
+            self.record(result, validators)
+        await self.settle(key, result)
+
     def skipped(self, planned: Planned, now: datetime) -> Result:
         """The result of an item the planner found done, stamped as it is made (a copy
         to stamp it, dataclasses.replace, cost 2.7 us an item)."""
@@ -248,10 +181,9 @@ class _Run:
     async def feed(self, items: Items) -> None:
         try:
             await self._feed(items)
-            for _ in range(self.config.jobs):
-                await self.jobs.put(None)
+            await self.jobs.put(None)
         except asyncio.CancelledError:
-            if not self.stopping:  # stop() sends the workers home itself
+            if not self.stopping:  # stop() sends the fetchers home itself
                 raise
 
     async def _feed(self, items: Items) -> None:
@@ -275,7 +207,7 @@ class _Run:
                         if settled and self.jobs.full():  # settled items do not wait
                             await self.settle_many(settled, now)
                             settled = []
-                        await self.jobs.put(planned)
+                        await self.jobs.put((next(self.keys), planned))
                 if settled:
                     await self.settle_many(settled, now)
         finally:
@@ -283,122 +215,104 @@ class _Run:
 
     def record(self, result: Result, validators: Validators | None = None) -> None:
         """Journal how an item settled (its file, its validators); batched by the state."""
-        state = self.context.state
+        state = self.state
         if state is None or result.path is None:
             return
         state.record(result.url, result.path, result.status.value,
                      http_status=result.http_status, size=result.bytes, sha256=result.sha256,
                      validators=validators, complete=result.status is Status.OK)
 
-    async def work(self) -> None:
-        while (planned := await self.jobs.get()) is not None and not self.stopping:
-            key = next(self.keys)
-            task = asyncio.create_task(self.fetch(planned, key))
-            self.in_flight.add(task)
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                if not (self.stopping and task.cancelled()):
-                    raise
-                continue  # stopped before it began: never started, no report line
-            finally:
-                self.in_flight.discard(task)
-            await self.settle(key, result)
+    def journal(self, method: str, args: tuple[Any, ...]) -> None:
+        """A fetch process's write to the `.part` records (this process is the journal's
+        only writer). Best effort, as there: a journal that cannot be written only costs
+        a resume."""
+        if self.state is not None and method in _PART_WRITES:
+            with contextlib.suppress(StateError):
+                getattr(self.state, method)(*args)
 
-    async def fetch(self, planned: Planned, key: int) -> Result:
-        """Run one item to its end: attempts, retries, and what is left on disk."""
-        job = planned.job
-        download = Download(self.context, planned, key)
-        started = time.monotonic()
+    def claim(self, url: str, name: str, line: str) -> str:
+        """The path for a name a response gave (--content-disposition)."""
+        return self.planner.claims.claim(url, name, line)[0]
 
-        def result(status: Status, **fields: Any) -> Result:
-            fields.setdefault("http_status", download.http_status)
-            return Result(url=job.url, path=download.path, status=status, line=job.line,
-                          attempts=download.attempts,
-                          elapsed_s=round(time.monotonic() - started, 3), **fields)
+    async def name(self, url: str, name: str, line: str) -> str:
+        return self.claim(url, name, line)
 
-        def on_retry(attempt: int, delay: float, error: ItemError) -> None:
-            self.sink(Retrying(key, job.url, job.line, attempt, delay, str(error)))
-
-        try:
-            outcome = await self._attempts(download, on_retry)
-        except ItemError as exc:
-            await download.settle_part(keep=exc.transient)
-            self._count_write_failure(exc)
-            error = str(exc)
-            if download.attempts > 1:
-                error += f" after {download.attempts} attempts"
-            failed = result(Status.FAILED, error=error,
-                            http_status=exc.http_status or download.http_status)
-            self.record(failed)
-            return failed
-        except asyncio.CancelledError:
-            await download.settle_part(keep=True)
-            if not self.stopping:
-                raise
-            interrupted = result(Status.INTERRUPTED, error="interrupted")
-            self.record(interrupted)
-            return interrupted
-        self._write_failures = 0
-        done = result(outcome.status, http_status=outcome.http_status, bytes=outcome.bytes,
-                      sha256=outcome.sha256, connections=download.connections,
-                      source=download.source)
-        if not (outcome.status is Status.NOT_MODIFIED and planned.journalled
-                and outcome.validators == Validators(planned.etag, planned.modified)):
-            self.record(done, outcome.validators)  # a 304 that changes nothing is not
-        return done
-
-    async def _attempts(self, download: Download,
-                        on_retry: Callable[[int, float, ItemError], None]) -> Outcome:
-        """The item's attempts and the waits between them, within --max-time if set."""
-        policy = self.config.retry
-        attempts = self._sources(download, on_retry)
-        if policy.max_time is None:
-            return await attempts
-        try:
-            return await asyncio.wait_for(attempts, policy.max_time)
-        except asyncio.TimeoutError as exc:  # attempts convert their own timeouts
-            # Like a stall: the bytes so far are kept for a resume, but the time is spent.
-            error = TransferError(f"took longer than --max-time {policy.max_time:g}s",
-                                  http_status=download.http_status)
-            error.path = download.path
-            raise error from exc
-
-    async def _sources(self, download: Download,
-                       on_retry: Callable[[int, float, ItemError], None]) -> Outcome:
-        """The item's URL with its retries, then each mirror with its own, in turn; the
-        error of an item that failed everywhere names each URL's."""
-        failures: list[str] = []
-        while True:
-            before = download.attempts
-
-            def spent(before: int = before) -> int:
-                return download.attempts - before
-
-            try:
-                return await with_retries(download.attempt, self.config.retry,
-                                          host=download.host, gate=self.gate,
-                                          on_retry=on_retry,
-                                          spent=spent)
-            except ItemError as exc:
-                if isinstance(exc, LocalError) or len(download.urls) == 1:
-                    raise  # DIR's trouble: another URL would not help
-                failures.append(f"{download.asked}: {exc}")
-                if not download.next_mirror():
-                    error = type(exc)(f"all {len(failures)} URLs failed: "
-                                      + "; ".join(failures), http_status=exc.http_status)
-                    error.path = exc.path
-                    raise error from exc
-
-    def _count_write_failure(self, exc: ItemError) -> None:
-        if not (isinstance(exc, LocalError) and exc.errno in _CANNOT_WRITE):
+    async def fetch(self) -> None:
+        """Choose how many processes fetch, then fetch everything the feeder plans."""
+        config = self.config
+        count, ended = config.processes, False
+        prefix: list[Keyed] = []
+        if count is None:
+            count = auto_processes(config, usable_cores())
+            if count > 1:
+                prefix, ended = await self._look_ahead()
+                if len(prefix) < AUTO_MIN_ITEMS:
+                    count = 1
+        count = min(count, most_processes(config))
+        self.processes = count
+        self.sink(FetchProcesses(count))
+        if self.stopping:
             return
-        self._write_failures += 1
-        if self._write_failures >= _CANNOT_WRITE_STREAK and self.halted is None:
-            self.halted = CannotWriteError(
-                f"stopping: {self._write_failures} items in a row could not be written "
-                f"({exc})")
-            self.stop()
+        if count == 1:
+            await self._fetch_here(prefix, ended)
+        else:
+            pool = self.fetchers = Pool(self, count, events=self.sink is not discard)
+            await pool.run(prefix, ended)
+
+    async def _look_ahead(self) -> tuple[list[Keyed], bool]:
+        """The items to fetch that are ready within AUTO_WINDOW s of the first one (at most
+        AUTO_MIN_ITEMS), and whether the input ended before that."""
+        first = await self.jobs.get()
+        if first is None:
+            return [], True
+        ahead = [first]
+        deadline = time.monotonic() + AUTO_WINDOW
+        while len(ahead) < AUTO_MIN_ITEMS:
+            try:
+                item = await asyncio.wait_for(self.jobs.get(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                return ahead, False
+            if item is None:
+                return ahead, True
+            ahead.append(item)
+        return ahead, False
+
+    async def _fetch_here(self, prefix: list[Keyed], ended: bool) -> None:
+        # aiohttp is imported here, not at the top: with fetch processes, this one never
+        # needs it (they import it once, in their fork server).
+        from .context import Context
+        from .session import make_session
+        from .workers import Workers
+
+        config = self.config
+        async with make_session(config) as session:
+            dirs = Dirs(self.root_fd)
+            try:
+                context = Context(
+                    config, session, self.root_fd, self.name, self.sink, self.state,
+                    Throttle(config.rate_limit) if config.rate_limit else None,
+                    Routes(config.proxy, self.cookies), dirs,
+                    slots=HostSlots(config.per_host),
+                    gate=HostGate(spacing=config.politeness.wait,
+                                  jitter=config.politeness.random_wait))
+                workers = self.fetchers = Workers(context, self.finished, on_halt=self.halt)
+                tasks = workers.start()
+                for item in prefix:
+                    if self.stopping:
+                        break
+                    await workers.queue.put(item)
+                if not ended:
+                    await self._pass_on(workers.queue)
+                if not self.stopping:
+                    await workers.end()
+                await asyncio.gather(*tasks)
+            finally:
+                dirs.close()
+
+    async def _pass_on(self, queue: asyncio.Queue[Keyed | None]) -> None:
+        """What the feeder plans, to the workers' queue, until the input ends."""
+        while (item := await self.jobs.get()) is not None and not self.stopping:
+            await queue.put(item)
 
     async def finish(self, tasks: list[asyncio.Task[None]]) -> None:
         try:
@@ -407,6 +321,9 @@ class _Run:
             await self.results.put(exc)
         else:
             await self.results.put(_DONE)
+
+
+_PART_WRITES = frozenset({"remember_part", "remember_ranges", "forget_part"})
 
 
 async def download(
@@ -421,7 +338,7 @@ async def download(
     `items` are URLs, Jobs or BadLines, from a plain or async iterable; a blocking
     iterable such as a file is read on a thread, lazily. Items fail one by one; the run
     itself raises only for what stops everything (DIR unusable or locked, input
-    unreadable, state unusable, writes failing item after item).
+    unreadable, state unusable, writes failing item after item, no fetch process left).
 
     Setting `stop` (say, from a signal handler) ends the run early: nothing new starts,
     items in flight settle as `interrupted` with their `.part` kept, then the
@@ -429,6 +346,10 @@ async def download(
     """
     config = config or Config()
     cookies = load_cookies(config.cookies) if config.cookies is not None else None
+    if config.ca_bundle is not None or config.cert is not None:
+        from .session import tls_context
+
+        tls_context(config)  # a bad --ca-bundle or --cert: a usage error before anything
     root_fd = open_root(config.dest)
     resources = contextlib.ExitStack()
     tasks: list[asyncio.Task[None]] = []
@@ -443,37 +364,28 @@ async def download(
             resources.callback(state.close)
         store = RunClaimStore()
         resources.callback(store.close)
-        claims = Claims(store)
-        throttle = Throttle(config.rate_limit) if config.rate_limit else None
-        async with make_session(config) as session:
-            dirs = Dirs(root_fd)
-            resources.callback(dirs.close)
-            context = Context(config, session, root_fd, claims, sink, state, throttle,
-                              Routes(config.proxy, cookies), dirs,
-                              slots=HostSlots(config.per_host),
-                              gate=HostGate(spacing=config.politeness.wait,
-                                            jitter=config.politeness.random_wait))
-            run = _Run(config, sink, context)
-            resources.callback(run.planner.close)
-            run.feeder = asyncio.create_task(run.feed(items))
-            tasks.append(run.feeder)
-            tasks.extend(asyncio.create_task(run.work()) for _ in range(config.jobs))
-            tasks.append(asyncio.create_task(run.finish(list(tasks))))
-            if stop is not None:
-                tasks.append(asyncio.create_task(_watch(stop, run)))
-            if state is not None:
-                tasks.append(asyncio.create_task(_journal(state)))
-            while (result := await run.results.get()) is not _DONE:
-                if isinstance(result, list):
-                    for each in result:
-                        yield each
-                    continue
-                if isinstance(result, BaseException):
-                    raise result
-                assert isinstance(result, Result)
-                yield result
-            if run.halted is not None:
-                raise run.halted
+        run = _Run(config, sink, root_fd=root_fd, claims=Claims(store), state=state,
+                   cookies=cookies)
+        resources.callback(run.planner.close)
+        run.feeder = asyncio.create_task(run.feed(items))
+        tasks.append(run.feeder)
+        tasks.append(asyncio.create_task(run.fetch()))
+        tasks.append(asyncio.create_task(run.finish(list(tasks))))
+        if stop is not None:
+            tasks.append(asyncio.create_task(_watch(stop, run)))
+        if state is not None:
+            tasks.append(asyncio.create_task(_journal(state)))
+        while (result := await run.results.get()) is not _DONE:
+            if isinstance(result, list):
+                for each in result:
+                    yield each
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            assert isinstance(result, Result)
+            yield result
+        if run.halted is not None:
+            raise run.halted
     finally:
         for task in tasks:
             task.cancel()
@@ -495,16 +407,6 @@ async def _journal(state: State) -> None:
         state.flush_if_due()
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` to completion on a new event loop: uvloop's where it is installed
-    (it takes a fifth off the time of many small files), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
 def download_all(
     items: Items, config: Config | None = None, *, sink: EventSink = discard
 ) -> list[Result]:
@@ -512,5 +414,7 @@ def download_all(
 
     async def collect() -> list[Result]:
         return [result async for result in download(items, config, sink=sink)]
+
+    from .session import run
 
     return run(collect())

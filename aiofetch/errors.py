@@ -11,6 +11,7 @@
      +-- LockedError          another run holds DIR's lock (exit 75)
      +-- StateError           the state journal is unusable (corrupt, foreign, unwritable)
      +-- CannotWriteError     DIR refuses every write: the run stops early
+     +-- ProcessError         the fetch processes cannot start, or all died
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ class StateError(AiofetchError):
 
 class CannotWriteError(AiofetchError):
     """Writes to DIR fail one after another (read-only, full, refused): stop the run."""
+
+
+class ProcessError(AiofetchError):
+    """The run's fetch processes cannot start, or every one of them died: the run stops
+    early (exit 1), settling what it can."""
 
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

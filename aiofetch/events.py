@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .models import Result
+from .models import Result, by_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class InputDone:
     count: int
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class TransferStarted:
     """Headers arrived for item `key` (again, on a retry); `total` is the body size when
@@ -38,6 +39,7 @@ class TransferStarted:
     done: int = 0
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class TransferAdvanced:
     """`nbytes` more body bytes of item `key` were received."""
@@ -46,6 +48,7 @@ class TransferAdvanced:
     nbytes: int
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Retrying:
     """Attempt number `attempt` of item `key` failed; another follows after `delay` s."""
@@ -66,7 +69,15 @@ class ItemSettled:
     result: Result
 
 
-Event = ItemSeen | InputDone | TransferStarted | TransferAdvanced | Retrying | ItemSettled
+@dataclass(frozen=True, slots=True)
+class FetchProcesses:
+    """The run fetches in `count` processes (1: the main one; see processes.py)."""
+
+    count: int
+
+
+Event = (ItemSeen | InputDone | TransferStarted | TransferAdvanced | Retrying | ItemSettled
+         | FetchProcesses)
 
 
 class EventSink(Protocol):

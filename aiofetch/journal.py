@@ -10,18 +10,38 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Protocol
 
 from .errors import LocalError, StateError
-from .state import State, Validators
+from .state import Validators
 
 # Bodies larger than this record their validators in the state before their first byte.
 RECORD_ABOVE = 8 * 1024 * 1024
 
 
+class PartRecords(Protocol):
+    """The part of the state journal a `.part` needs: the State itself, or in a fetch
+    process, reads of the live journal with the writes sent to the main process."""
+
+    def part_owner(self, path: str) -> str | None: ...
+
+    def part_validators(self, path: str, url: str) -> Validators | None: ...
+
+    def part_ranges(self, path: str, url: str,
+                    ) -> tuple[int, tuple[tuple[int, int], ...]] | None: ...
+
+    def remember_part(self, path: str, url: str, validators: Validators) -> None: ...
+
+    def remember_ranges(self, path: str, url: str, total: int,
+                        ranges: Sequence[tuple[int, int]]) -> None: ...
+
+    def forget_part(self, path: str) -> None: ...
+
+
 class PartJournal:
     """One item's `.part` record: written once per version, cleared when it is done."""
 
-    def __init__(self, state: State | None, url: str, path: str | None) -> None:
+    def __init__(self, state: PartRecords | None, url: str, path: str | None) -> None:
         self.state = state
         self.url = url
         self.path = path  # None until --content-disposition names the file

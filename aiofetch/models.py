@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import enum
+import operator
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound=type)
 
 
+def by_fields(cls: C) -> C:
+    """Pickle a slotted dataclass as its constructor's arguments. Such values cross
+    between processes for every item, and dataclasses' own __setstate__ took 5 us a
+    value (it looks up the fields on every call); the constructor takes 1."""
+    values = operator.attrgetter(*cls.__slots__)  # type: ignore[attr-defined]
+
+    def __reduce__(self: Any) -> tuple[type, tuple[Any, ...]]:
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment]
+    return cls
+
+
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Job:
     """One URL to fetch, as the input gave it."""
@@ -49,6 +67,7 @@ class Action(str, enum.Enum):
     SKIP = "skip"      # a complete file there: no request at all
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Planned:
     """A job with its target decided; `path` is None until Content-Disposition names it.
@@ -67,8 +86,11 @@ class Planned:
     modified: str | None = None
     # The state's record already says all this (a skip then journals nothing).
     journalled: bool = False
+    # Attempts already spent on it in a fetch process that died (see pool.py).
+    attempts: int = 0
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Result:
     """How one input item settled; the fields of one JSON report line.

@@ -58,7 +58,8 @@ class HostGate:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  sleep: Sleep = asyncio.sleep, *, spacing: float = 0.0,
-                 jitter: bool = False, rand: Callable[[], float] = random.random) -> None:
+                 jitter: bool = False, rand: Callable[[], float] = random.random,
+                 on_pause: Callable[[str, float], None] | None = None) -> None:
         self._clock = clock
         self._sleep = sleep
         self._until: dict[str, float] = {}
@@ -67,8 +68,16 @@ class HostGate:
         self._rand = rand
         self._next: dict[str, float] = {}  # earliest start of the host's next request
         self._prune_at = 1024
+        self.on_pause = on_pause  # told of this gate's own pauses (other processes hold)
 
     def pause(self, host: str, seconds: float) -> None:
+        """A server asked to wait `seconds` before its next request (Retry-After)."""
+        self.hold(host, seconds)
+        if self.on_pause is not None:
+            self.on_pause(host, seconds)
+
+    def hold(self, host: str, seconds: float) -> None:
+        """Hold `host` back for `seconds`: a pause heard from another process."""
         until = self._clock() + seconds
         if until > self._until.get(host, 0.0):
             self._until[host] = until

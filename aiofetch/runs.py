@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, TypeVar
 
-from .errors import CannotWriteError, ExitStatus, StateError
+from .errors import CannotWriteError, ExitStatus, ProcessError, StateError
 from .sources import Item
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ async def fetch(items: Iterator[Item], config: Config, display: Display,
                         summary.add(result)
                         if output.wanted:
                             output.write(result_json(result))
-                except (CannotWriteError, StateError) as exc:
+                except (CannotWriteError, ProcessError, StateError) as exc:
                     halted = exc
     finally:
         output.flush()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StateError
+from .models import by_fields
 
 # PRAGMA application_id: "aiof", so a foreign SQLite file is told apart from ours.
 APPLICATION_ID = 0x61696F66
@@ -104,6 +105,7 @@ class Record:
         return Validators(self.etag, self.last_modified)
 
 
+@by_fields
 @dataclass(frozen=True, slots=True)
 class Validators:
     """What identifies one version of a resource (RFC 9110 8.8)."""
@@ -132,10 +134,11 @@ class State:
         self._flushed_at = clock()
 
     @classmethod
-    def open(cls, path: Path, *, readonly: bool = False) -> State:
+    def open(cls, path: Path, *, readonly: bool = False, live: bool = False) -> State:
         """Open or create the journal; a corrupt or foreign file is a StateError.
 
-        `readonly` (a dry run) never writes, not even a journal's side files.
+        `readonly` (a dry run) never writes, not even a journal's side files; `live`
+        with it reads what a running run commits (a fetch process: its run writes).
         """
         try:
             # SQLite only says "unable to open database file"; the OS says why.
@@ -148,7 +151,7 @@ class State:
             if readonly:
                 # immutable: no -shm or -wal is created (a dry run writes nothing); what
                 # a crashed or running run has not checkpointed yet is not seen.
-                uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+                uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
                 db = sqlite3.connect(uri, uri=True, isolation_level=None)
             else:
                 db = sqlite3.connect(path, isolation_level=None, timeout=5.0)

@@ -212,7 +212,7 @@ class Download:
             if resp.status == 206 and offset == 0 and not self._ranges:
                 raise HTTPStatusError("HTTP 206 for a request without Range", http_status=206)
             if self.path is None:
-                self.path = self._name_from(resp)
+                self.path = await self._name_from(resp)
                 if config.if_exists == "skip":
                     size = complete_size(self.ctx.root_fd, self.path)
                     if size is not None:
@@ -322,13 +322,13 @@ class Download:
         return await get(self.ctx.session, self.parsed_url, headers, config=self.ctx.config,
                          routes=self.ctx.routes)
 
-    def _name_from(self, resp: aiohttp.ClientResponse) -> str:
+    async def _name_from(self, resp: aiohttp.ClientResponse) -> str:
         """With --content-disposition the path is decided now, from the headers."""
         disposition = resp.content_disposition
         name = disposition_name(disposition.filename if disposition else None)
         if name is None:
             name = url_name(str(resp.url), self.ctx.config.layout)
-        return self.ctx.claims.claim(self.url, name, self.planned.job.line)[0]
+        return await self.ctx.name(self.url, name, self.planned.job.line)
 
     async def _unsatisfiable(self, resp: aiohttp.ClientResponse) -> Outcome:
         """416 to our Range: the .part may already hold the whole body."""

@@ -1,0 +1,243 @@
+"""A fetch process: one event loop, one session, its workers; planned items come in
+from the main process and what happens goes back, both in batches (see wire.py).
+
+Started from a fork server that has imported this module (and so aiohttp) once: each
+fetch process shares those pages instead of importing its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import resource
+import signal
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Config
+from .context import Context
+from .errors import CannotWriteError
+from .events import Event, TransferAdvanced, discard
+from .models import Result
+from .retry import HostGate
+from .routes import Routes, load_cookies
+from .session import make_session, run
+from .slots import HostSlots
+from .state import State, Validators
+from .storage import Dirs, open_root
+from .throttle import Throttle
+from .wire import frame, receive, restored
+from .workers import Workers
+
+# What the process has to say waits this long at most, so that many items' news go in
+# one frame; a write to the journal or a question goes at once.
+FLUSH_AFTER = 0.002
+
+
+class Outbox:
+    """What this process tells the main process, in order, a frame at a time.
+    Progress bytes of one item between two frames go as one event."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._entries: list[tuple[Any, ...]] = []
+        self._advanced: dict[int, int] = {}
+        self._ready = asyncio.Event()
+        self._urgent = False
+        self.closed = False
+
+    def add(self, entry: tuple[Any, ...], *, urgent: bool = False) -> None:
+        if self._advanced:
+            self._spill()
+        self._entries.append(entry)
+        self._urgent = self._urgent or urgent
+        self._ready.set()
+
+    def event(self, event: Event) -> None:
+        if type(event) is TransferAdvanced:
+            self._advanced[event.key] = self._advanced.get(event.key, 0) + event.nbytes
+            self._ready.set()
+            return
+        self.add(("event", event))
+
+    def _spill(self) -> None:
+        self._entries.extend(("event", TransferAdvanced(key, nbytes))
+                             for key, nbytes in self._advanced.items())
+        self._advanced.clear()
+
+    async def send_all(self) -> None:
+        """Send what waits, batching for FLUSH_AFTER, until cancelled."""
+        while True:
+            await self._ready.wait()
+            if not self._urgent:
+                await asyncio.sleep(FLUSH_AFTER)
+            await self.flush()
+
+    async def flush(self) -> None:
+        self._ready.clear()
+        self._urgent = False
+        if self._advanced:
+            self._spill()
+        if not self._entries or self.closed:
+            return
+        entries, self._entries = self._entries, []
+        self._writer.write(frame(("out", entries)))
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+
+class RemoteRecords:
+    """The state journal's `.part` records as a fetch process sees them: read from the
+    live journal (read-only), written by the main process, its only writer."""
+
+    def __init__(self, path: os.PathLike[str], outbox: Outbox) -> None:
+        self._path = path
+        self._outbox = outbox
+        self._state: State | None = None
+
+    def _reader(self) -> State:
+        if self._state is None:
+            from pathlib import Path
+
+            self._state = State.open(Path(self._path), readonly=True, live=True)
+        return self._state
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._state.close()
+
+    def part_owner(self, path: str) -> str | None:
+        return self._reader().part_owner(path)
+
+    def part_validators(self, path: str, url: str) -> Validators | None:
+        return self._reader().part_validators(path, url)
+
+    def part_ranges(self, path: str, url: str,
+                    ) -> tuple[int, tuple[tuple[int, int], ...]] | None:
+        return self._reader().part_ranges(path, url)
+
+    def remember_part(self, path: str, url: str, validators: Validators) -> None:
+        self._outbox.add(("journal", "remember_part", (path, url, validators)), urgent=True)
+
+    def remember_ranges(self, path: str, url: str, total: int,
+                        ranges: Sequence[tuple[int, int]]) -> None:
+        self._outbox.add(("journal", "remember_ranges", (path, url, total, tuple(ranges))),
+                         urgent=True)
+
+    def forget_part(self, path: str) -> None:
+        self._outbox.add(("journal", "forget_part", (path,)))
+
+
+class RemoteNamer:
+    """--content-disposition names: the claims are the main process's, so ask it."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+        self._numbers = itertools.count()
+        self._waiting: dict[int, asyncio.Future[str]] = {}
+
+    async def __call__(self, url: str, name: str, line: str) -> str:
+        number = next(self._numbers)
+        answer = self._waiting[number] = asyncio.get_running_loop().create_future()
+        self._outbox.add(("claim", number, url, name, line), urgent=True)
+        try:
+            path: str = await answer
+            return path
+        finally:
+            self._waiting.pop(number, None)
+
+    def answer(self, number: int, path: str) -> None:
+        waiting = self._waiting.get(number)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(path)
+
+
+def main(sock: socket.socket, config: Config, events: bool) -> None:
+    """The fetch process's entry point (a multiprocessing target)."""
+    # Ctrl-C reaches the whole process group: only the main process decides what a
+    # signal means, and tells this one over the socket.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        run(_serve(sock, restored(config), events))
+    finally:
+        # No interpreter teardown (as the CLI): everything was flushed and closed.
+        os._exit(0)
+
+
+async def _serve(sock: socket.socket, config: Config, events: bool) -> None:
+    reader, writer = await asyncio.open_connection(sock=sock)
+    outbox = Outbox(writer)
+    sender = asyncio.create_task(outbox.send_all())
+    root_fd = open_root(config.dest)
+    records = (RemoteRecords(config.state_path, outbox)
+               if config.state_path is not None else None)
+    namer = RemoteNamer(outbox)
+    resources = contextlib.ExitStack()
+    resources.callback(os.close, root_fd)
+    if records is not None:
+        resources.callback(records.close)
+    with resources:
+        cookies = load_cookies(config.cookies) if config.cookies is not None else None
+        async with make_session(config) as session:
+            dirs = Dirs(root_fd)
+            resources.callback(dirs.close)
+            gate = HostGate(spacing=config.politeness.wait,
+                            jitter=config.politeness.random_wait,
+                            on_pause=lambda host, seconds: outbox.add(
+                                ("pause", host, seconds), urgent=True))
+            context = Context(
+                config, session, root_fd, namer, outbox.event if events else discard,
+                records, Throttle(config.rate_limit) if config.rate_limit else None,
+                Routes(config.proxy, cookies), dirs,
+                slots=HostSlots(config.per_host), gate=gate)
+
+            async def settled(key: int, result: Result, record: bool,
+                              validators: Validators | None) -> None:
+                outbox.add(("done", key, result, record, validators))
+
+            def halt(error: CannotWriteError) -> None:
+                outbox.add(("halt", str(error)), urgent=True)
+
+            workers = Workers(context, settled, on_halt=halt,
+                              on_begin=lambda key: outbox.add(("begin", key)), queue_size=0)
+            tasks = workers.start()
+            listener = asyncio.create_task(_listen(reader, workers, gate, namer, outbox))
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                listener.cancel()
+                sender.cancel()
+                await outbox.flush()
+                if not outbox.closed:
+                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    writer.write(frame(("bye", peak)))
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                writer.close()
+
+
+async def _listen(reader: asyncio.StreamReader, workers: Workers, gate: HostGate,
+                  namer: RemoteNamer, outbox: Outbox) -> None:
+    """Take the main process's messages; its end closing (killed, or gone at once on a
+    second Ctrl-C) stops everything here too: nothing new starts, in-flight `.part`
+    files are kept for the next run."""
+    queue = workers.queue
+    while (message := await receive(reader)) is not None:
+        kind = message[0]
+        if kind == "items":
+            for item in message[1]:
+                queue.put_nowait(item)
+        elif kind == "pause":
+            gate.hold(message[1], message[2])
+        elif kind == "named":
+            namer.answer(message[1], message[2])
+        elif kind == "end":
+            await workers.end()
+        elif kind == "stop":
+            workers.stop()
+    outbox.closed = True  # nobody to tell
+    workers.stop()
