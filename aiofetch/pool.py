@@ -121,7 +121,7 @@ class Pool:
         try:
             started = await asyncio.to_thread(_spawn, self.owner.config, self.count,
                                               self.events)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:  # ValueError: no forkserver here
             raise ProcessError(f"cannot start fetch processes: {exc}") from exc
         for number, (process, sock, room) in enumerate(started, 1):
             reader, writer = await asyncio.open_connection(sock=sock)
