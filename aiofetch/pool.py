@@ -184,7 +184,10 @@ class Pool:
             child = await self._roomiest()
             if child is None:
                 return  # every process died: _lost has failed what was left
-            take = min(max(child.free, 1), len(pending), BATCH)
+            # What is pending is shared among the processes with room: a short list all
+            # given to the first one would run at its share of --jobs and --per-host.
+            sharing = sum(1 for other in self.children if other.alive and other.free > 0)
+            take = min(max(child.free, 1), -(-len(pending) // max(sharing, 1)), BATCH)
             self._give(child, [pending.popleft() for _ in range(take)])
 
     async def _roomiest(self) -> _Child | None:
