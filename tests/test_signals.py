@@ -124,6 +124,47 @@ async def test_items_never_started_get_no_line(raw_serve: Any, tmp_path: Path) -
     assert len(site.requests) == 1
 
 
+async def test_sigint_interrupts_in_flight_items_in_every_process(
+    raw_serve: Any, tmp_path: Path, processes: int
+) -> None:
+    """Two items in flight at once (with 2 processes of one worker each: one in each) are
+    both reported interrupted, both .part files kept; a rerun resumes both."""
+    sites = {name: RangeSite(BODY, cuts=[CUT], stall=True) for name in "ab"}
+    urls = {name: f"{await raw_serve(site.handle)}/{name}" for name, site in sites.items()}
+    flag = ("--processes", str(processes))
+    proc = await start("-d", str(tmp_path), "--json", "-j", "2", *flag,
+                       stdin=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        # One line at a time: the second goes to the process with the most room. With 2
+        # processes of one worker each, the second transfer can start in the other only.
+        for name, site in sites.items():
+            proc.stdin.write(f"{urls[name]}\n".encode())
+            await proc.stdin.drain()
+            await asyncio.wait_for(site.cut_sent.wait(), 30)
+            await wait_for_part(tmp_path / f"{name}.part")
+        check_fetch_processes(proc, processes)
+        proc.send_signal(signal.SIGINT)
+        returncode, out, err = await finish(proc)
+    finally:
+        for site in sites.values():
+            site.release.set()
+    assert returncode == 130 and "Traceback" not in err
+    lines = [json.loads(text) for text in out.splitlines()]
+    assert sorted((str(line["path"]), line["status"]) for line in lines) == [
+        ("a", "interrupted"), ("b", "interrupted")]
+    assert "2 interrupted" in err
+    kept = {name: (tmp_path / f"{name}.part").stat().st_size for name in sites}
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for site in sites.values():
+        site.cuts, site.stall = [], False
+    ran = await aiofetch(*urls.values(), "-d", str(tmp_path), *flag)
+    assert ran.code == 0, ran.err
+    for name, site in sites.items():
+        assert (tmp_path / name).read_bytes() == BODY
+        assert site.requests[-1].headers["range"] == f"bytes={kept[name]}-"
+
+
 async def test_second_sigint_exits_at_once(
     raw_serve: Any, tmp_path: Path, processes: int
 ) -> None:
