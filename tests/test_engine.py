@@ -211,8 +211,8 @@ async def test_content_disposition_collision_and_existing(
     app.router.add_get("/{x}", handler)
     server = await serve(app)
     config = replace(config, content_disposition=True, processes=processes)
-    # More items than one fetch process takes at first (2 x its jobs + 16): both of them
-    # fetch, and ask the main process for names.
+    # More items than one fetch process may hold (2 x its jobs + 16), so that both fetch
+    # and ask the main process for names, however the pool deals them out.
     urls = [str(server.make_url(f"/{n}")) for n in range(24)]
     events: list[Event] = []
     results = await run([*urls, urls[0]], config, events)
