@@ -19,6 +19,13 @@ Serve = Callable[[web.Application], Awaitable[TestServer]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+@pytest.fixture(params=[1, 2], ids=["1proc", "2proc"])
+def processes(request: pytest.FixtureRequest) -> int:
+    """Fetch processes for the run under test: the test runs once with each count."""
+    count: int = request.param
+    return count
+
+
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[State]:
     """A fresh state journal in tmp_path, closed after the test."""

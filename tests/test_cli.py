@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .conftest import FileSite, Serve, names, sha256
+from .helpers import Hold, fetch_processes
 
 
 @dataclass
@@ -55,6 +56,24 @@ async def aiofetch(*args: str, stdin: bytes = b"", env: dict[str, str] | None = 
     return Ran(proc.returncode, out.decode(), err.decode())
 
 
+async def held_run(hold: Hold, processes: int, *args: str, stdin: bytes = b"") -> Ran:
+    """Run the CLI with `--processes N` to completion, checking while `hold` keeps its
+    first request waiting that it fetches in N processes (in none of its own for 1)."""
+    proc = await start(*args, "--processes", str(processes), stdin=asyncio.subprocess.PIPE)
+    talk = asyncio.ensure_future(proc.communicate(stdin))
+    try:
+        await asyncio.wait_for(hold.arrived.wait(), 30)
+        assert len(fetch_processes(proc.pid)) == (processes if processes > 1 else 0)
+        hold.release.set()
+        out, err = await asyncio.wait_for(talk, 120)
+    finally:
+        hold.release.set()
+        talk.cancel()
+        await reap(proc)
+    assert proc.returncode is not None
+    return Ran(proc.returncode, out.decode(), err.decode())
+
+
 async def test_version_and_help() -> None:
     """--version names the program; --help shows usage with worked examples."""
     version = await aiofetch("--version")
@@ -65,11 +84,12 @@ async def test_version_and_help() -> None:
         assert text in shown.out
 
 
-async def test_urls_as_arguments_with_json(serve: Serve, tmp_path: Path) -> None:
+async def test_urls_as_arguments_with_json(serve: Serve, tmp_path: Path, processes: int) -> None:
     """URLs as arguments are fetched; --json prints one line per item with every field."""
-    server = await serve(FileSite({"a.txt": b"AAA", "b.txt": b"BB"}).app())
+    hold = Hold()
+    server = await serve(hold.install(FileSite({"a.txt": b"AAA", "b.txt": b"BB"}).app()))
     urls = [str(server.make_url("/a.txt")), str(server.make_url("/b.txt"))]
-    ran = await aiofetch(*urls, "-d", str(tmp_path), "--json")
+    ran = await held_run(hold, processes, *urls, "-d", str(tmp_path), "--json")
     assert ran.code == 0, ran.err
     lines = sorted(ran.lines(), key=lambda line: str(line["line"]))
     assert [line["line"] for line in lines] == ["args:1", "args:2"]
@@ -77,6 +97,8 @@ async def test_urls_as_arguments_with_json(serve: Serve, tmp_path: Path) -> None
                               "attempts", "elapsed_s", "error", "line", "run", "time",
                               "connections", "source"]
     assert lines[0]["sha256"] == sha256(b"AAA") and lines[0]["status"] == "ok"
+    assert lines[0]["run"] and lines[1]["run"] == lines[0]["run"]  # stamped by the main one
+    assert all(str(line["time"]).endswith("Z") for line in lines)
     assert (tmp_path / "a.txt").read_bytes() == b"AAA"
     assert "2 ok" in ran.err and "Traceback" not in ran.err
 
@@ -104,9 +126,12 @@ async def test_implicit_stdin_dash_and_files(serve: Serve, tmp_path: Path) -> No
     assert names(tmp_path / "b") == ["1", "2"]
 
 
-async def test_bad_lines_are_reported_and_the_rest_goes_on(serve: Serve, tmp_path: Path) -> None:
+async def test_bad_lines_are_reported_and_the_rest_goes_on(
+    serve: Serve, tmp_path: Path, processes: int
+) -> None:
     """Bad lines print FILE:LINE: reason, count as failed (exit 1); good lines still land."""
-    server = await serve(FileSite({"good": b"g"}).app())
+    hold = Hold()
+    server = await serve(hold.install(FileSite({"good": b"g"}).app()))
     listing = tmp_path / "urls.txt"
     listing.write_text("\n".join([
         "ftp://example.invalid/x",
@@ -115,7 +140,8 @@ async def test_bad_lines_are_reported_and_the_rest_goes_on(serve: Serve, tmp_pat
         f"{server.make_url('/good')} ../escape",
         f"{server.make_url('/good')} name sha256=zz",
     ]) + "\n")
-    ran = await aiofetch("-i", str(listing), "-d", str(tmp_path / "out"), "--json")
+    ran = await held_run(hold, processes, "-i", str(listing), "-d", str(tmp_path / "out"),
+                         "--json")
     assert ran.code == 1
     for number in (1, 3, 4, 5):
         assert f"{listing}:{number}: " in ran.err
@@ -127,11 +153,13 @@ async def test_bad_lines_are_reported_and_the_rest_goes_on(serve: Serve, tmp_pat
     assert "1 ok" in ran.err and "4 failed" in ran.err
 
 
-async def test_http_failure_exit_status(serve: Serve, tmp_path: Path) -> None:
+async def test_http_failure_exit_status(serve: Serve, tmp_path: Path, processes: int) -> None:
     """A 404 among good URLs: exit 1, an error line naming it, the good file saved."""
-    server = await serve(FileSite({"ok": b"fine"}).app())
+    hold = Hold()
+    server = await serve(hold.install(FileSite({"ok": b"fine"}).app()))
     missing = str(server.make_url("/missing"))
-    ran = await aiofetch(str(server.make_url("/ok")), missing, "-d", str(tmp_path))
+    ran = await held_run(hold, processes, str(server.make_url("/ok")), missing,
+                         "-d", str(tmp_path))
     assert ran.code == 1
     assert f"args:2: {missing}: HTTP 404" in ran.err
     assert names(tmp_path) == ["ok"]

@@ -27,6 +27,7 @@ from aiofetch.events import (
 from aiofetch.models import BadLine
 
 from .conftest import FileSite, Serve, chunked, names, read_head, sha256
+from .helpers import used_processes
 
 BIG = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -194,23 +195,39 @@ async def test_hostile_content_disposition(serve: Serve, tmp_path: Path) -> None
     assert [p for p in tmp_path.rglob("*") if p.is_file() and dest not in p.parents] == []
 
 
-async def test_content_disposition_collision_and_existing(serve: Serve, config: Config) -> None:
-    """Two URLs naming one file get NAME and NAME.1; a file already there is kept."""
+async def test_content_disposition_collision_and_existing(
+    serve: Serve, config: Config, processes: int
+) -> None:
+    """URLs naming one file get NAME, NAME.1, ... (claimed by the main process, whichever
+    fetch process asks); a repeated URL is fetched once; files already there are kept."""
+    seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
         return web.Response(body=request.path.encode(),
                             headers={"Content-Disposition": 'attachment; filename="same.txt"'})
 
     app = web.Application()
     app.router.add_get("/{x}", handler)
     server = await serve(app)
-    config = replace(config, content_disposition=True, jobs=1)
-    urls = [str(server.make_url("/one")), str(server.make_url("/two"))]
-    results = await run(urls, config)
-    assert sorted(r.path or "" for r in results) == ["same.1.txt", "same.txt"]
+    config = replace(config, content_disposition=True, processes=processes)
+    # More items than one fetch process may hold (2 x its jobs + 16), so that both fetch
+    # and ask the main process for names, however the pool deals them out.
+    urls = [str(server.make_url(f"/{n}")) for n in range(24)]
+    events: list[Event] = []
+    results = await run([*urls, urls[0]], config, events)
+    assert used_processes(events) == processes
+    [duplicate] = [r for r in results if r.duplicate_of]
+    assert duplicate.status is Status.SKIPPED and duplicate.duplicate_of == "items:1"
+    paths = {r.url: r.path or "" for r in results if not r.duplicate_of}
+    assert sorted(paths.values()) == sorted(
+        ["same.txt", *(f"same.{n}.txt" for n in range(1, 24))])
+    assert sorted(seen) == sorted(f"/{n}" for n in range(24))
+    for url, path in paths.items():
+        assert (config.dest / path).read_bytes() == f"/{url.rsplit('/', 1)[1]}".encode()
     again = await run(urls, config)
     assert {r.status for r in again} == {Status.SKIPPED}
-    assert (config.dest / "same.txt").read_bytes() == b"/one"
+    assert {r.url: r.path for r in again} == paths
 
 
 async def test_max_size(serve: Serve, config: Config) -> None:
@@ -363,14 +380,19 @@ async def test_tree_layout(serve: Serve, config: Config) -> None:
     assert (config.dest / host / "d" / "e" / "f.txt").read_bytes() == b"F"
 
 
-async def test_bad_lines_and_duplicates_settle_without_network(config: Config) -> None:
+async def test_bad_lines_and_duplicates_settle_without_network(
+    config: Config, processes: int
+) -> None:
     """Bad lines fail with their reason and duplicates are skipped, both with no request."""
     items = [
         BadLine(line="f:1", text="ftp://x/y", reason="not an http or https URL (ftp)"),
         "http://127.0.0.1:9/never",
         "http://127.0.0.1:9/never",
     ]
-    results = await run(items, replace(config, connect_timeout=2))
+    events: list[Event] = []
+    results = await run(items, replace(config, connect_timeout=2, processes=processes), events)
+    assert used_processes(events) == processes
+    assert len(results) == 3
     assert results[0].status is Status.FAILED and results[0].line == "f:1"
     duplicate = [r for r in results if r.duplicate_of]
     assert len(duplicate) == 1 and duplicate[0].duplicate_of == "items:2"

@@ -16,6 +16,7 @@ from aiofetch.errors import LocalError, LockedError
 from aiofetch.lock import DirLock
 
 from .conftest import Serve
+from .helpers import fetch_processes
 from .test_cli import aiofetch, reap, start
 
 
@@ -122,14 +123,18 @@ class Stall:
 
 
 @pytest_asyncio.fixture
-async def holder(serve: Serve, tmp_path: Path) -> AsyncIterator[tuple[Stall, str, int]]:
-    """A real aiofetch run on tmp_path/dir, stalled mid-request: (site, base URL, its PID)."""
+async def holder(serve: Serve, tmp_path: Path, processes: int
+                 ) -> AsyncIterator[tuple[Stall, str, int]]:
+    """A real aiofetch run on tmp_path/dir with `processes` fetch processes, stalled
+    mid-request: (site, base URL, its PID)."""
     site = Stall()
     server = await serve(site.app())
     base = str(server.make_url("/")).rstrip("/")
-    proc = await start(f"{base}/slow", "-d", str(tmp_path / "dir"))
+    proc = await start(f"{base}/slow", "-d", str(tmp_path / "dir"),
+                       "--processes", str(processes))
     try:
         await asyncio.wait_for(site.arrived.wait(), 30)
+        assert len(fetch_processes(proc.pid)) == (processes if processes > 1 else 0)
         yield site, base, proc.pid
         site.release.set()
         _, err = await asyncio.wait_for(proc.communicate(), 30)
@@ -141,12 +146,14 @@ async def holder(serve: Serve, tmp_path: Path) -> AsyncIterator[tuple[Stall, str
 
 
 async def test_second_run_on_a_locked_dir_exits_75(
-    holder: tuple[Stall, str, int], tmp_path: Path
+    holder: tuple[Stall, str, int], tmp_path: Path, processes: int
 ) -> None:
-    """While one run holds DIR, a second exits 75 at once, naming the first one's PID."""
+    """While one run holds DIR, a second exits 75 at once, naming the first one's PID
+    (its main process: fetch processes take no lock)."""
     site, base, pid = holder
     started = time.monotonic()
-    ran = await aiofetch(f"{base}/quick", "-d", str(tmp_path / "dir"), "--json")
+    ran = await aiofetch(f"{base}/quick", "-d", str(tmp_path / "dir"), "--json",
+                         "--processes", str(processes))
     assert time.monotonic() - started < 20
     assert ran.code == 75
     assert str(pid) in ran.err and str(tmp_path / "dir") in ran.err
@@ -157,16 +164,18 @@ async def test_second_run_on_a_locked_dir_exits_75(
 
 
 async def test_no_lock_lets_a_second_run_proceed(
-    holder: tuple[Stall, str, int], tmp_path: Path
+    holder: tuple[Stall, str, int], tmp_path: Path, processes: int
 ) -> None:
     """--no-lock runs beside a run that holds the lock."""
     site, base, _ = holder
-    ran = await aiofetch(f"{base}/quick", "-d", str(tmp_path / "dir"), "--no-lock")
+    ran = await aiofetch(f"{base}/quick", "-d", str(tmp_path / "dir"), "--no-lock",
+                         "--processes", str(processes))
     assert ran.code == 0, ran.err
     assert site.quick == 1
     assert (tmp_path / "dir" / "quick").read_bytes() == b"quick body"
 
 
+@pytest.mark.parametrize("processes", [1], ids=["1proc"])  # a plan fetches nothing
 async def test_dry_run_takes_no_lock(holder: tuple[Stall, str, int], tmp_path: Path) -> None:
     """--dry-run plans while another run holds the lock, without any request."""
     site, base, _ = holder

@@ -20,6 +20,7 @@ from aiofetch.config import RetryPolicy
 from aiofetch.events import Event, TransferAdvanced
 
 from .conftest import RangeSite, Serve, read_request, sha256
+from .helpers import used_processes
 
 BODY = os.urandom(1_000_000)
 OTHER = os.urandom(1_000_000)
@@ -36,9 +37,10 @@ def config(tmp_path: Path) -> Config:
                   chunk_size=32 * 1024)
 
 
-async def fetch_one(url: str, config: Config) -> Result:
+async def fetch_one(url: str, config: Config, events: list[Event] | None = None) -> Result:
     async def collect() -> list[Result]:
-        return [r async for r in download([url], config)]
+        sink = events.append if events is not None else (lambda event: None)
+        return [r async for r in download([url], config, sink=sink)]
 
     [result] = await asyncio.wait_for(collect(), 60)
     return result
@@ -61,11 +63,14 @@ def resumed_from(seen_range: str) -> int:
 
 
 async def test_drop_mid_body_resumes_with_range_and_if_range(
-    raw_serve: Any, config: Config
+    raw_serve: Any, config: Config, processes: int
 ) -> None:
     """A connection dropped mid-body is retried with Range from the .part size + If-Range."""
     site = RangeSite(BODY, cuts=[CUT])
-    result = await fetch_one(await site_url(raw_serve, site), config)
+    events: list[Event] = []
+    result = await fetch_one(await site_url(raw_serve, site),
+                             replace(config, processes=processes), events)
+    assert used_processes(events) == processes
     assert result.status is Status.OK and result.attempts == 2
     resumed_from(site.requests[1].headers["range"])
     assert site.requests[1].headers["if-range"] == '"v1"'
@@ -229,15 +234,21 @@ async def test_trickling_server_is_not_killed(raw_serve: Any, config: Config) ->
     assert (config.dest / "slow").read_bytes() == b"t" * 20
 
 
-async def test_resume_across_runs_uses_stored_validators(raw_serve: Any, config: Config) -> None:
+async def test_resume_across_runs_uses_stored_validators(
+    raw_serve: Any, config: Config, processes: int
+) -> None:
     """A .part left by a failed run is resumed by the next with Range and the stored If-Range,
-    and the digest covers the whole file."""
+    and the digest covers the whole file (with fetch processes: the journal's validators
+    were written through the main process and read back by a fetch process)."""
+    config = replace(config, processes=processes)
     site = RangeSite(BODY, cuts=[CUT])
     url = await site_url(raw_serve, site)
     first = await fetch_one(url, replace(config, retry=replace(FAST, retries=0)))
     assert first.status is Status.FAILED
     kept = (config.dest / "f.bin.part").stat().st_size
-    second = await fetch_one(url, config)
+    events: list[Event] = []
+    second = await fetch_one(url, config, events)
+    assert used_processes(events) == processes
     assert second.status is Status.OK and second.attempts == 1
     assert resumed_from(site.requests[1].headers["range"]) == kept
     assert site.requests[1].headers["if-range"] == '"v1"'
@@ -346,14 +357,17 @@ async def test_no_part_kept_when_ranges_are_refused(raw_serve: Any, config: Conf
 
 
 async def test_a_part_started_for_another_url_is_not_resumed(
-    raw_serve: Any, config: Config
+    raw_serve: Any, config: Config, processes: int
 ) -> None:
     """The state knows whose bytes a .part holds: another URL's .part is no prefix."""
+    config = replace(config, processes=processes)
     first = RangeSite(BODY, cuts=[CUT])
     await fetch_one(await site_url(raw_serve, first), replace(config, retry=replace(FAST,
                                                                                    retries=0)))
     second = RangeSite(OTHER)
-    result = await fetch_one(await site_url(raw_serve, second), config)
+    events: list[Event] = []
+    result = await fetch_one(await site_url(raw_serve, second), config, events)
+    assert used_processes(events) == processes
     assert result.status is Status.OK
     assert "range" not in second.requests[0].headers
     assert (config.dest / "f.bin").read_bytes() == OTHER

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import RangeSite
+from .helpers import all_gone, fetch_processes
 from .test_cli import aiofetch, start
 
 # Over journal.RECORD_ABOVE, so even SIGKILL finds its validators journalled.
@@ -45,11 +46,18 @@ async def finish(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def rerun_resumes(site: RangeSite, url: str, dest: Path) -> None:
+def check_fetch_processes(proc: asyncio.subprocess.Process, processes: int) -> list[int]:
+    """The run mid-transfer has `processes` fetch processes (none of its own with one)."""
+    pids = fetch_processes(proc.pid)
+    assert len(pids) == (processes if processes > 1 else 0)
+    return pids
+
+
+async def rerun_resumes(site: RangeSite, url: str, dest: Path, *extra: str) -> None:
     """The next run completes the file from the .part with Range (and If-Range)."""
     kept = (dest / "big.bin.part").stat().st_size
     site.cuts, site.stall = [], False
-    ran = await aiofetch(url, "-d", str(dest), "--json")
+    ran = await aiofetch(url, "-d", str(dest), "--json", *extra)
     assert ran.code == 0, ran.err
     assert (dest / "big.bin").read_bytes() == BODY
     assert not (dest / "big.bin.part").exists()
@@ -61,12 +69,14 @@ async def rerun_resumes(site: RangeSite, url: str, dest: Path) -> None:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 async def test_signal_keeps_part_reports_and_exits(
-    raw_serve: Any, tmp_path: Path, signum: int, code: int
+    raw_serve: Any, tmp_path: Path, signum: int, code: int, processes: int
 ) -> None:
     """SIGINT/SIGTERM: the in-flight item is reported interrupted, its .part kept, the
-    summary printed, exit 130/143; the rerun resumes it."""
-    site, url, proc = await stalled_run(raw_serve, tmp_path)
+    summary printed, exit 130/143, the fetch processes gone; the rerun resumes it."""
+    flag = ("--processes", str(processes))
+    site, url, proc = await stalled_run(raw_serve, tmp_path, *flag)
     try:
+        pids = check_fetch_processes(proc, processes)
         proc.send_signal(signum)
         returncode, out, err = await finish(proc)
     finally:
@@ -76,7 +86,8 @@ async def test_signal_keeps_part_reports_and_exits(
     assert line["status"] == "interrupted" and line["path"] == "big.bin"
     assert "1 interrupted" in err and "Traceback" not in err
     assert not (tmp_path / "big.bin").exists()
-    await rerun_resumes(site, url, tmp_path)
+    await all_gone(pids)
+    await rerun_resumes(site, url, tmp_path, *flag)
 
 
 async def test_sigkill_leaves_nothing_at_a_final_name(raw_serve: Any, tmp_path: Path) -> None:
@@ -113,14 +124,62 @@ async def test_items_never_started_get_no_line(raw_serve: Any, tmp_path: Path) -
     assert len(site.requests) == 1
 
 
-async def test_second_sigint_exits_at_once(raw_serve: Any, tmp_path: Path) -> None:
-    """Two Ctrl-Cs: out with 130, and still nothing partial at a final name."""
-    site, _, proc = await stalled_run(raw_serve, tmp_path)
+async def test_sigint_interrupts_in_flight_items_in_every_process(
+    raw_serve: Any, tmp_path: Path, processes: int
+) -> None:
+    """Two items in flight at once (with 2 processes of one worker each: one in each) are
+    both reported interrupted, both .part files kept; a rerun resumes both."""
+    sites = {name: RangeSite(BODY, cuts=[CUT], stall=True) for name in "ab"}
+    urls = {name: f"{await raw_serve(site.handle)}/{name}" for name, site in sites.items()}
+    flag = ("--processes", str(processes))
+    proc = await start("-d", str(tmp_path), "--json", "-j", "2", *flag,
+                       stdin=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
     try:
+        # One line at a time: the second goes to the process with the most room. With 2
+        # processes of one worker each, the second transfer can start in the other only.
+        for name, site in sites.items():
+            proc.stdin.write(f"{urls[name]}\n".encode())
+            await proc.stdin.drain()
+            await asyncio.wait_for(site.cut_sent.wait(), 30)
+            await wait_for_part(tmp_path / f"{name}.part")
+        check_fetch_processes(proc, processes)
+        proc.send_signal(signal.SIGINT)
+        returncode, out, err = await finish(proc)
+    finally:
+        for site in sites.values():
+            site.release.set()
+    assert returncode == 130 and "Traceback" not in err
+    lines = [json.loads(text) for text in out.splitlines()]
+    assert sorted((str(line["path"]), line["status"]) for line in lines) == [
+        ("a", "interrupted"), ("b", "interrupted")]
+    assert "2 interrupted" in err
+    kept = {name: (tmp_path / f"{name}.part").stat().st_size for name in sites}
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for site in sites.values():
+        site.cuts, site.stall = [], False
+    ran = await aiofetch(*urls.values(), "-d", str(tmp_path), *flag)
+    assert ran.code == 0, ran.err
+    for name, site in sites.items():
+        assert (tmp_path / name).read_bytes() == BODY
+        assert site.requests[-1].headers["range"] == f"bytes={kept[name]}-"
+
+
+async def test_second_sigint_exits_at_once(
+    raw_serve: Any, tmp_path: Path, processes: int
+) -> None:
+    """Two Ctrl-Cs: out with 130, nothing partial at a final name, the fetch processes
+    gone (they see the main process's end); the .part is kept and the rerun resumes it."""
+    flag = ("--processes", str(processes))
+    site, url, proc = await stalled_run(raw_serve, tmp_path, *flag)
+    try:
+        pids = check_fetch_processes(proc, processes)
         proc.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         returncode, _, err = await finish(proc)
+        await all_gone(pids)
     finally:
         site.release.set()
     assert returncode == 130 and "Traceback" not in err
     assert not (tmp_path / "big.bin").exists()
+    await rerun_resumes(site, url, tmp_path, *flag)

@@ -15,9 +15,11 @@ from aiohttp import web
 
 from aiofetch import Config, Result, Status, download
 from aiofetch.config import RetryPolicy
+from aiofetch.events import Event
 from aiofetch.headers import parse_digest_fields
 
 from .conftest import RangeSite, Serve, names, sha256
+from .helpers import used_processes
 from .test_cli import aiofetch
 
 FAST = RetryPolicy(retries=1, wait=0.001, cap=0.01)
@@ -30,9 +32,11 @@ def config(tmp_path: Path) -> Config:
     return Config(dest=tmp_path / "out", retry=FAST)
 
 
-async def run(urls: list[str], config: Config) -> dict[str, Result]:
+async def run(urls: list[str], config: Config,
+              events: list[Event] | None = None) -> dict[str, Result]:
     async def collect() -> list[Result]:
-        return [result async for result in download(urls, config)]
+        sink = events.append if events is not None else (lambda event: None)
+        return [result async for result in download(urls, config, sink=sink)]
 
     return {result.url: result for result in await asyncio.wait_for(collect(), 30)}
 
@@ -262,8 +266,11 @@ async def test_content_disposition_skip_uses_the_recorded_name(
     assert calls == 1
 
 
-async def test_names_stay_with_their_urls_across_runs(serve: Serve, config: Config) -> None:
+async def test_names_stay_with_their_urls_across_runs(
+    serve: Serve, config: Config, processes: int
+) -> None:
     """A name an earlier run gave one URL is not handed to another URL later."""
+    config = replace(config, processes=processes)
     app = web.Application()
 
     async def handler(request: web.Request) -> web.Response:
@@ -272,7 +279,9 @@ async def test_names_stay_with_their_urls_across_runs(serve: Serve, config: Conf
     app.router.add_get("/{a}/{b}", handler)
     server = await serve(app)
     first_url, other_url = str(server.make_url("/x/file.txt")), str(server.make_url("/y/file.txt"))
-    await run([first_url], config)
+    events: list[Event] = []
+    await run([first_url], config, events)
+    assert used_processes(events) == processes
     [other] = (await run([other_url], config)).values()
     assert other.path == "file.1.txt"
     assert (config.dest / "file.txt").read_bytes() == b"/x/file.txt"

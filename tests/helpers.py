@@ -1,0 +1,78 @@
+"""Helpers for tests that run with several fetch processes: what a run chose, which
+processes a CLI run has, and a server that holds a request while a test looks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from aiofetch.events import Event, FetchProcesses
+
+
+def used_processes(events: list[Event]) -> int:
+    """The fetch processes a run chose (its one FetchProcesses event)."""
+    [count] = [event.count for event in events if isinstance(event, FetchProcesses)]
+    return count
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process on the machine: pid -> (parent pid, state letter)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        found[int(entry)] = (int(fields[1]), fields[0])
+    return found
+
+
+def fetch_processes(pid: int) -> list[int]:
+    """The live fetch processes of the CLI run `pid`: children of its fork server, that
+    is its grandchildren (the fork server's sibling, the resource tracker, has none)."""
+    table = _processes()
+    children = {child for child, (parent, _) in table.items() if parent == pid}
+    return sorted(child for child, (parent, state) in table.items()
+                  if parent in children and state != "Z")
+
+
+async def all_gone(pids: list[int], timeout: float = 10) -> None:
+    """Poll (bounded) until none of `pids` is alive (exited, or a zombie)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = _processes()
+        alive = [pid for pid in pids if pid in table and table[pid][1] != "Z"]
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"still running: {alive}"
+        await asyncio.sleep(0.01)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Hold:
+    """Middleware holding an app's first request until `release` is set, so that a test
+    can look at the client while it is mid-run."""
+
+    def __init__(self) -> None:
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def install(self, app: web.Application) -> web.Application:
+        app.middlewares.append(self.middleware)
+        return app
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not self.arrived.is_set():
+            self.arrived.set()
+            await asyncio.wait_for(self.release.wait(), 60)
+        return await handler(request)
