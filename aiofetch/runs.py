@@ -139,7 +139,9 @@ async def fetch(items: Iterator[Item], config: Config, display: Display,
             loop.remove_signal_handler(signum)
     if halted is not None:
         display.print(f"aiofetch: error: {show(str(halted), MESSAGE_MAX)}")
-    if not quiet and (summary.counts or halted is None):
+    if not quiet and received and not summary.counts:
+        display.print("interrupted before any item settled")
+    elif not quiet and (summary.counts or halted is None):
         display.print(summary.line(time.monotonic() - started))
     if received:
         return ExitStatus.SIGINT if received[0] == signal.SIGINT else ExitStatus.SIGTERM
