@@ -110,10 +110,8 @@ class Config:
     shard: tuple[int, int] | None = None
     # Bytes per second across all transfers, or None for no limit.
     rate_limit: int | None = None
-    # Fetch processes for the run: None chooses (see processes.py), as the CLI's default
-    # `--processes auto` does. The API's default is this process alone: fetch processes
-    # import the caller's main module, which must then guard its entry point.
-    processes: int | None = 1
+    # Fetch processes for the run (--processes): None chooses (see processes.py).
+    processes: int | None = None
     # Most bytes written in one go (one writev of the socket's buffers, in one thread
     # hop) while a body streams.
     chunk_size: int = 256 * 1024

@@ -1,8 +1,8 @@
 """A fetch process: one event loop, one session, its workers; planned items come in
 from the main process and what happens goes back, both in batches (see wire.py).
 
-Started from a fork server that has imported this module (and so aiohttp) once: each
-fetch process shares those pages instead of importing its own.
+Forked by forks.py after it has imported this module (and so aiohttp) once: the fetch
+processes share those pages instead of importing their own.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import contextlib
 import itertools
 import os
 import resource
-import signal
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-from .config import Config
 from .context import Context
 from .errors import CannotWriteError
 from .events import Event, TransferAdvanced, discard
@@ -155,21 +153,23 @@ class RemoteNamer:
             waiting.set_result(path)
 
 
-def main(sock: socket.socket, config: Config, events: bool) -> None:
-    """The fetch process's entry point (a multiprocessing target)."""
-    # Ctrl-C reaches the whole process group: only the main process decides what a
-    # signal means, and tells this one over the socket.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def main(fd: int) -> None:
+    """A fetch process's life, on the socket `fd` to the main process (which sends
+    `("start", Config, events)` first). Ends the process."""
     try:
-        run(_serve(sock, restored(config), events))
+        run(_serve(socket.socket(fileno=fd)))
     finally:
         # No interpreter teardown (as the CLI): everything was flushed and closed.
         os._exit(0)
 
 
-async def _serve(sock: socket.socket, config: Config, events: bool) -> None:
+async def _serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_connection(sock=sock)
+    start = await receive(reader)
+    if start is None:
+        return  # the main process is gone already
+    _, portable_config, events = start
+    config = restored(portable_config)
     outbox = Outbox(writer)
     sender = asyncio.create_task(outbox.send_all())
     root_fd = open_root(config.dest)

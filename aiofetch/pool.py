@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import multiprocessing
+import os
 import signal
 import socket
+import sys
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Config
@@ -56,7 +56,6 @@ class Owner(Protocol):
 @dataclass(eq=False)
 class _Child:
     number: int  # from 1, as messages name it
-    process: BaseProcess
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     room: int  # items it may hold: its jobs, and as many again queued (plus a margin)
@@ -75,31 +74,50 @@ class _Child:
             self.writer.write(frame(message))
 
 
-def _fetch_process(sock: socket.socket, config: Config, events: bool) -> None:
-    """A fetch process's start (fetcher.main, imported there: never in this process)."""
-    from .fetcher import main
+class _Forks:
+    """The fork server (forks.py) and what it says of its fetch processes' ends."""
 
-    main(sock, config, events)
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.statuses: dict[int, int] = {}  # index -> wait status
+        self._news = asyncio.Event()
+
+    async def listen(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            with contextlib.suppress(ValueError):
+                index, status = map(int, line.split())
+                self.statuses[index] = status
+                self._news.set()
+
+    async def status(self, index: int, timeout: float = 5.0) -> int | None:
+        """How fetch process `index` ended (a wait status), once the fork server knows."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._heard(index), timeout)
+        return self.statuses.get(index)
+
+    async def _heard(self, index: int) -> None:
+        while index not in self.statuses:
+            self._news.clear()
+            await self._news.wait()
 
 
-def _spawn(config: Config, count: int, events: bool,
-           ) -> list[tuple[BaseProcess, socket.socket, int]]:
-    """Start `count` fetch processes from the fork server (booting it the first time:
-    a blocking call, made on a thread)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aiofetch.fetcher", "aiofetch.pool"])
-    started: list[tuple[BaseProcess, socket.socket, int]] = []
-    for index in range(count):
-        mine = share(config, count, index)
-        ours, theirs = socket.socketpair()
-        process = context.Process(target=_fetch_process, args=(theirs, portable(mine), events),
-                                  name=f"aiofetch-fetch-{index + 1}")
-        try:
-            process.start()
-        finally:
-            theirs.close()
-        started.append((process, ours, 2 * mine.jobs + 16))
-    return started
+async def _spawn(count: int) -> tuple[_Forks, list[socket.socket]]:
+    """Start the fork server with one socket per fetch process; our ends are returned."""
+    pairs = [socket.socketpair() for _ in range(count)]
+    theirs = [pair[1].fileno() for pair in pairs]
+    # The package's directory first, so the new interpreter imports this very aiofetch.
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiofetch.forks", *map(str, theirs), pass_fds=theirs,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env)
+    finally:
+        for _, their in pairs:
+            their.close()
+    return _Forks(process), [ours for ours, _ in pairs]
 
 
 class Pool:
@@ -114,18 +132,23 @@ class Pool:
         self.input_done = False
         self._room = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self.forks: _Forks | None = None
 
     async def run(self, prefix: Sequence[Keyed], ended: bool) -> None:
         """Fetch `prefix`, then what comes on the owner's queue, until all is settled."""
         self.input_done = ended
+        config = self.owner.config
         try:
-            started = await asyncio.to_thread(_spawn, self.owner.config, self.count,
-                                              self.events)
-        except (OSError, RuntimeError, ValueError) as exc:  # ValueError: no forkserver here
+            self.forks, sockets = await _spawn(self.count)
+        except OSError as exc:
             raise ProcessError(f"cannot start fetch processes: {exc}") from exc
-        for number, (process, sock, room) in enumerate(started, 1):
+        for index, sock in enumerate(sockets):
+            mine = share(config, self.count, index)
             reader, writer = await asyncio.open_connection(sock=sock)
-            self.children.append(_Child(number, process, reader, writer, room))
+            child = _Child(index + 1, reader, writer, room=2 * mine.jobs + 16)
+            child.send(("start", portable(mine), self.events))
+            self.children.append(child)
+        watcher = asyncio.create_task(self.forks.listen())
         listeners = [asyncio.create_task(self._listen(child)) for child in self.children]
         tasks = list(listeners)
         if self.stopping:  # stopped while the processes started
@@ -141,7 +164,7 @@ class Pool:
             await asyncio.gather(*tasks, return_exceptions=True)
             for child in self.children:
                 child.writer.close()
-            await asyncio.to_thread(self._reap)
+            await self._reap(watcher)
 
     def stop(self) -> None:
         """Interrupted: nothing new starts; in-flight items in every process end as
@@ -258,8 +281,9 @@ class Pool:
     async def _lost(self, child: _Child) -> None:
         """`child` is gone without its goodbye: what it held goes elsewhere or fails."""
         child.alive = False
-        why = await asyncio.to_thread(_exit_of, child.process)
-        reason = f"fetch process {child.number} {why}"
+        assert self.forks is not None
+        status = await self.forks.status(child.number - 1)
+        reason = f"fetch process {child.number} {_ended(status)}"
         lost, child.outstanding = child.outstanding, {}
         survivors = [other for other in self.children if other.alive and not other.ended]
         again: list[Keyed] = []
@@ -283,12 +307,20 @@ class Pool:
     def input_done_and_settled(self) -> bool:
         return self.input_done and not any(child.outstanding for child in self.children)
 
-    def _reap(self) -> None:
-        for child in self.children:
-            child.process.join(5)
-            if child.process.exitcode is None:  # should not happen: it was told to go
-                child.process.kill()
-                child.process.join()
+    async def _reap(self, watcher: asyncio.Task[None]) -> None:
+        """Wait for the fork server, which ends when its fetch processes have; one that
+        does not end when told (it should not happen) is killed."""
+        assert self.forks is not None
+        process = self.forks.process
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
 
 
 def _failed(planned: Planned, reason: str) -> Result:
@@ -297,15 +329,11 @@ def _failed(planned: Planned, reason: str) -> Result:
                   attempts=planned.attempts + 1, error=f"{reason} while fetching it")
 
 
-def _exit_of(process: BaseProcess) -> str:
+def _ended(status: int | None) -> str:
     """How a fetch process ended, in words: 'was killed by SIGKILL', 'exited with 1'."""
-    process.join(5)
-    code = process.exitcode
-    if code is None:
-        with contextlib.suppress(OSError):
-            process.kill()
-        process.join(5)
+    if status is None:
         return "stopped answering"
+    code = os.waitstatus_to_exitcode(status)
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"

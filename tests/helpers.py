@@ -36,7 +36,7 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 def fetch_processes(pid: int) -> list[int]:
     """The live fetch processes of the CLI run `pid`: children of its fork server, that
-    is its grandchildren (the fork server's sibling, the resource tracker, has none)."""
+    is its grandchildren."""
     table = _processes()
     children = {child for child, (parent, _) in table.items() if parent == pid}
     return sorted(child for child, (parent, state) in table.items()

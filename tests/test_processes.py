@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing.forkserver
 import os
 import re
 import signal
@@ -111,10 +110,8 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 20) -> No
 
 
 def fetch_processes() -> list[int]:
-    """This process's fetch processes: the fork server's live children."""
-    server = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
-    assert server is not None, "no fork server started"
-    return children(server)
+    """This process's fetch processes: its fork servers' live children."""
+    return [pid for server in children(os.getpid()) for pid in children(server)]
 
 
 # -- servers ------------------------------------------------------------------------------
