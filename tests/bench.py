@@ -789,7 +789,7 @@ class Measure:
     peak_rss_mib: float  # the largest peak RSS of any one process of the tree
     returncode: int
     outer_wall_s: float  # around the helper too: adds its ~20 ms of start-up
-    processes: int = 1  # processes reaped: the tool and every descendant
+    processes: int = 1  # processes the helper reaped: the tool and orphaned descendants
     main_rss_mib: float | None = None  # the tool's own process (and what it reaped itself)
     lingering: bool = False  # descendants still ran LINGER_S after the tool exited
     tree: TreeMemory | None = None  # sampled while it ran (the per-process memory runs)
@@ -805,10 +805,10 @@ class Measure:
 # that aiofetch starts and leaves behind when it exits (os._exit), so wait4 on aiofetch
 # alone misses their CPU and memory. The helper makes itself a child subreaper
 # (prctl PR_SET_CHILD_SUBREAPER = 36) once the tool is forked (ctypes and signal, which
-# loads enum, imported after the fork, so the tool's RSS floor stays the same) and before it may exec, so every orphaned
-# descendant is re-parented to the helper, which reaps them all after the tool: each wait4
-# rusage holds that process and the children it reaped itself (the fork server reaps the
-# fetch processes), so the sums are the tree's CPU and the max its largest peak RSS.
+# loads enum, imported after the fork, so the tool's RSS floor stays the same) and before
+# it may exec, so every orphaned descendant is re-parented to the helper, which reaps them
+# all after the tool: each wait4 rusage holds that process and the children it reaped
+# itself (the fork server reaps the fetch processes), so the sums are the tree's CPU and the max its largest peak RSS.
 WAIT4_HELPER = """\
 import os, sys, time
 fd = int(sys.argv[1])
@@ -1905,7 +1905,8 @@ def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
     def peak(role: str) -> float | None:
         return tree.peak_mib(role) if tree else None
 
-    return {"set": corpus, "row": result.tool, "ok": result.ok, "processes": m.processes,
+    return {"set": corpus, "row": result.tool, "ok": result.ok,
+            "processes": len(tree.hwm_kib) if tree else None, "reaped": m.processes,
             "fetch_processes": tree.count("fetch") if tree else 0,
             "main_mib": peak("main"), "fetch_max_mib": peak("fetch"),
             "forkserver_mib": peak("forkserver"), "tracker_mib": peak("tracker"),
@@ -1922,15 +1923,16 @@ def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
              "  ok"]
     for row in rows:
         lines.append(
-            f"{row['set']:<8}{row['row']:<15}{row['processes']:>6}{row['fetch_processes']:>6}"
+            f"{row['set']:<8}{row['row']:<15}{cell(row['processes'], 'd'):>6}"
+            f"{row['fetch_processes']:>6}"
             f"{cell(row['main_mib'], '.1f'):>8}{cell(row['fetch_max_mib'], '.1f'):>10}"
             f"{cell(row['forkserver_mib'], '.1f'):>9}{cell(row['tracker_mib'], '.1f'):>9}"
             f"{cell(row['max_pss_mib'], '.1f'):>11}{cell(row['wait4_peak_mib'], '.1f'):>11}"
             f"{row['samples']:>8}  {'ok' if row['ok'] else 'FAILED'}")
-    lines.append(f"(MiB. procs = processes reaped (the tool and all it started); fetch = "
-                 f"fetch processes seen; main, fetch max, forksrv, tracker = peak RSS (VmHWM, "
-                 f"last value sampled) of aiofetch's own process, of the largest fetch "
-                 f"process, of the multiprocessing fork server and resource tracker; PSS "
+    lines.append(f"(MiB. procs = processes seen in the tree (aiofetch and all it started); "
+                 f"fetch = fetch processes among them; main, fetch max, forksrv, tracker = "
+                 f"peak RSS (VmHWM, last value sampled) of aiofetch's own process, of "
+                 f"the largest fetch process, of the multiprocessing fork server and resource tracker; PSS "
                  f"total = the highest sum of Pss over the tree at one sample, every "
                  f"{SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest peak RSS of any one "
                  f"process, exact)")
