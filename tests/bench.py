@@ -808,7 +808,8 @@ class Measure:
 # loads enum, imported after the fork, so the tool's RSS floor stays the same) and before
 # it may exec, so every orphaned descendant is re-parented to the helper, which reaps them
 # all after the tool: each wait4 rusage holds that process and the children it reaped
-# itself (the fork server reaps the fetch processes), so the sums are the tree's CPU and the max its largest peak RSS.
+# itself (the fork server reaps the fetch processes), so the sums are the tree's CPU and
+# the max its largest peak RSS.
 WAIT4_HELPER = """\
 import os, sys, time
 fd = int(sys.argv[1])
@@ -1932,10 +1933,10 @@ def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines.append(f"(MiB. procs = processes seen in the tree (aiofetch and all it started); "
                  f"fetch = fetch processes among them; main, fetch max, forksrv, tracker = "
                  f"peak RSS (VmHWM, last value sampled) of aiofetch's own process, of "
-                 f"the largest fetch process, of the multiprocessing fork server and resource tracker; PSS "
-                 f"total = the highest sum of Pss over the tree at one sample, every "
-                 f"{SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest peak RSS of any one "
-                 f"process, exact)")
+                 f"the largest fetch process, of the multiprocessing fork server and "
+                 f"resource tracker; PSS total = the highest sum of Pss over the tree at "
+                 f"one sample, every {SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest "
+                 f"peak RSS of any one process, exact)")
     return lines
 
 
