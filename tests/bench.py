@@ -2099,7 +2099,9 @@ def memory(lab: Lab, lists_dir: Path, base_url: str, tiny_digest: str) -> list[d
     emit()
     emit("== memory: aiofetch peak RSS by input size (URLs on stdin) ==")
     emit("(dry-run rows: --dry-run, planning only, because fetching 1,000,000 files would take "
-         "too long here; fetch rows: real downloads of a tiny file nginx serves for every /m/N)")
+         "too long here; fetch rows: real downloads of a tiny file nginx serves for every /m/N, "
+         "--processes auto; CPU = the whole process tree's, RSS = the largest peak of any one "
+         "process of it)")
     emit(f"{'mode':<8}{'lines':>11}{'wall s':>10}{'CPU s':>9}{'RSS MiB':>10}")
     rows = [memory_dry_run(lab, lists_dir, base_url, n) for n in MEMORY_DRY_LINES]
     rows += [memory_fetch(lab, lists_dir, base_url, n, tiny_digest) for n in MEMORY_FETCH_LINES]
