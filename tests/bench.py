@@ -6,6 +6,7 @@ import argparse
 import ast
 import concurrent.futures
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -84,6 +85,13 @@ DISK_MARGIN = 2 * GIB
 SETTLE_MIN_FILES = 500  # fewer freed inodes than this cost the next tool only milliseconds
 DELETE_MARKER = ".last-mass-delete"  # when this script last emptied its trash (epoch seconds)
 EXIT_SETUP, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+# --processes: the aiofetch rows of the unthrottled sets, one per count (None = auto).
+DEFAULT_PROCESSES: tuple[int | None, ...] = (1, 2, None)
+PROCESS_RSS_TARGET_MIB = 60.0  # issue 12: peak RSS of every process of a run
+SMALL_SPEEDUP_TARGET = 1.5  # issue 12: small set, --processes 2 files/s / --processes 1's
+AUTO_TOLERANCE = 0.95  # auto within 5% of the better of 1 and 2 (of -p1 on medium, large)
+SAMPLE_INTERVAL = 0.05  # seconds between two looks at a sampled run's process tree
+LINGER_S = 30  # the wait4 helper waits this long for a tool's descendants after it exits
 
 Expected = dict[str, tuple[int, str]]  # file name -> (size, sha256)
 
@@ -127,6 +135,7 @@ class Config:
     soak_lines: int
     soak_variants: tuple[str, ...]
     split_compare: bool = True
+    processes: tuple[int | None, ...] = DEFAULT_PROCESSES
 
     @property
     def scale(self) -> dict[str, tuple[int, int]]:
@@ -141,13 +150,63 @@ class Config:
         """The chosen unthrottled sets served file by file (all but split and soak)."""
         return tuple(name for name in self.sets if name in FULL_SETS)
 
+    @property
+    def process_rows(self) -> dict[str, int | None]:
+        """aiofetch's rows on the unthrottled sets, one per --processes count: name -> count."""
+        return {process_row(count): count for count in self.processes}
+
+    @property
+    def reference_row(self) -> str:
+        """The aiofetch row the other tools are compared with: auto (the default) when it is
+        benchmarked, else the highest count."""
+        if None in self.processes:
+            return process_row(None)
+        return process_row(max(count for count in self.processes if count is not None))
+
+    @property
+    def base_row(self) -> str | None:
+        """The row the others' speed-ups are against: --processes 1, when benchmarked."""
+        return process_row(1) if 1 in self.processes else None
+
+    @property
+    def split_base(self) -> str:
+        """The row aiofetch-s1 (--split-compare) repeats with --split 1: -p1, else the first."""
+        return self.base_row or process_row(self.processes[0])
+
     def corpus_tools(self, tools: Sequence[str]) -> list[str]:
-        """The rows of an unthrottled set: the tools, and aiofetch-s1 right after aiofetch
-        when --split-compare is on."""
-        if not self.split_compare or "aiofetch" not in tools:
+        """The rows of an unthrottled set: the tools, aiofetch as one row per --processes
+        count, and aiofetch-s1 right after those when --split-compare is on."""
+        if "aiofetch" not in tools:
             return list(tools)
-        at = list(tools).index("aiofetch") + 1
-        return [*tools[:at], SPLIT_ONE, *tools[at:]]
+        at = list(tools).index("aiofetch")
+        rows = [*self.process_rows, *([SPLIT_ONE] if self.split_compare else [])]
+        return [*tools[:at], *rows, *tools[at + 1:]]
+
+
+def process_row(count: int | None) -> str:
+    """The row name of aiofetch with this --processes count (None: auto)."""
+    return "aiofetch auto" if count is None else f"aiofetch -p{count}"
+
+
+def process_counts(text: str) -> tuple[int | None, ...]:
+    """--processes: comma-separated counts of at least 1 or `auto` (None), in the order
+    given, repeats dropped."""
+    counts: list[int | None] = []
+    for item in (x.strip().lower() for x in text.split(",")):
+        if not item:
+            continue
+        if item == "auto":
+            count: int | None = None
+        elif item.isascii() and item.isdigit() and int(item) >= 1:
+            count = int(item)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"want counts of at least 1 or auto, e.g. 1,2,4,auto (got {text!r})")
+        if count not in counts:
+            counts.append(count)
+    if not counts:
+        raise argparse.ArgumentTypeError(f"want at least one count or auto (got {text!r})")
+    return tuple(counts)
 
 
 def comma_list(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -197,7 +256,8 @@ def parse_args(argv: Sequence[str]) -> Config:
     parser.add_argument("--runs", type=positive_int, default=5, metavar="N",
                         help="counted rounds per set, after one warm-up (default: %(default)s)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
-                        help="aiofetch peak RSS for 10k..1M input lines (default: on, "
+                        help="aiofetch peak RSS for 10k..1M input lines, and per process "
+                             "(one sampled run per --processes count and set) (default: on, "
                              "off with --quick or without small/medium/large)")
     parser.add_argument("--progress-cost", action=argparse.BooleanOptionalAction, default=None,
                         help="cost of the progress bar on a pty (default: on, off without "
@@ -210,6 +270,15 @@ def parse_args(argv: Sequence[str]) -> Config:
                              "in alternating order each round; its 'aiofetch vs it' is the "
                              "median per-round --split 1 / --split 4 wall time, >= 1 means "
                              "splitting cost nothing (default: on)")
+    parser.add_argument("--processes", type=process_counts, default=DEFAULT_PROCESSES,
+                        metavar="LIST",
+                        help="on small/medium/large, one aiofetch row per count: "
+                             "comma-separated counts and/or auto, each run as `aiofetch "
+                             "--processes N` in every paired round (rows 'aiofetch -pN', "
+                             "'aiofetch auto'); the table gives each one's files/s and its "
+                             "speed-up over --processes 1 (median of per-round ratios); with "
+                             "--memory, one extra untimed run per count and set samples every "
+                             "process's peak RSS and the tree's total PSS (default: 1,2,auto)")
     parser.add_argument("--settle", type=float, default=65.0, metavar="SECONDS",
                         help="pause after a mass delete: each aria2c run on a set of 500+ files "
                              "(one control file deleted per download), or the last run's "
@@ -266,6 +335,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         soak_lines=args.soak_lines,
         soak_variants=args.soak_variants,
         split_compare=args.split_compare,
+        processes=args.processes,
     )
 
 
@@ -709,15 +779,20 @@ def tail_text(path: Path, limit: int = 2000) -> str:
 
 @dataclass(frozen=True)
 class Measure:
-    """One tool process, whole: wall time around it and the kernel's rusage of it (wait4)."""
+    """One tool run, whole: wall time until the tool's own process exits, and the kernel's
+    rusage (wait4) of it and of every process it started (its whole tree)."""
 
     wall_s: float
     user_s: float
     sys_s: float
     cpu_s: float
-    peak_rss_mib: float
+    peak_rss_mib: float  # the largest peak RSS of any one process of the tree
     returncode: int
     outer_wall_s: float  # around the helper too: adds its ~20 ms of start-up
+    processes: int = 1  # processes the helper reaped: the tool and orphaned descendants
+    main_rss_mib: float | None = None  # the tool's own process (and what it reaped itself)
+    lingering: bool = False  # descendants still ran LINGER_S after the tool exited
+    tree: TreeMemory | None = None  # sampled while it ran (the per-process memory runs)
 
 
 # Linux copies the pre-exec memory's high-water mark into a child's ru_maxrss (fork copies
@@ -726,20 +801,54 @@ class Measure:
 # once the parent held a 200 MB buffer). A tiny `python -I -S` helper therefore forks the
 # tool, times it and takes its rusage with os.wait4, and reports to us through a pipe; its
 # own floor is about 5 MiB (`true` measures 4.9 MiB this way).
+# The whole tree: aiofetch's fetch processes are children of a multiprocessing fork server
+# that aiofetch starts and leaves behind when it exits (os._exit), so wait4 on aiofetch
+# alone misses their CPU and memory. The helper makes itself a child subreaper
+# (prctl PR_SET_CHILD_SUBREAPER = 36) once the tool is forked (ctypes and signal, which
+# loads enum, imported after the fork, so the tool's RSS floor stays the same) and before
+# it may exec, so every orphaned descendant is re-parented to the helper, which reaps them
+# all after the tool: each wait4 rusage holds that process and the children it reaped
+# itself (the fork server reaps the fetch processes), so the sums are the tree's CPU and
+# the max its largest peak RSS.
 WAIT4_HELPER = """\
 import os, sys, time
 fd = int(sys.argv[1])
 os.set_inheritable(fd, False)
-start = time.perf_counter()
+go_r, go_w = os.pipe()
 pid = os.fork()
 if pid == 0:
     try:
-        os.execv(sys.argv[2], sys.argv[2:])
+        os.close(go_w)
+        os.read(go_r, 1)
+        os.execv(sys.argv[3], sys.argv[3:])
     finally:
         os._exit(127)
+os.close(go_r)
+import ctypes, signal
+subreaper = ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+start = time.perf_counter()
+os.write(go_w, b"g")
+os.close(go_w)
 _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - start
-os.write(fd, repr((wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, status)).encode())
+user, system, main_rss, peak, reaped = ru.ru_utime, ru.ru_stime, ru.ru_maxrss, ru.ru_maxrss, 1
+def late(signum, frame):
+    raise TimeoutError
+signal.signal(signal.SIGALRM, late)
+signal.alarm(int(sys.argv[2]))
+lingering = False
+try:
+    while True:
+        _, _, ru = os.wait4(-1, 0)
+        user, system, peak = user + ru.ru_utime, system + ru.ru_stime, max(peak, ru.ru_maxrss)
+        reaped += 1
+except ChildProcessError:
+    pass
+except TimeoutError:
+    lingering = True
+signal.alarm(0)
+os.write(fd, repr((wall, user, system, peak, status, reaped, main_rss, lingering,
+                   subreaper)).encode())
 """
 
 
@@ -759,7 +868,8 @@ def launch(cmd: Sequence[str], env: dict[str, str], *, stdin: IO[Any] | int,
     started = time.perf_counter()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", WAIT4_HELPER, str(write_fd), *cmd],
+            [sys.executable, "-I", "-S", "-c", WAIT4_HELPER, str(write_fd), str(LINGER_S),
+             *cmd],
             stdin=stdin, stdout=stdout, stderr=stderr, env=env, pass_fds=(write_fd,),
             start_new_session=True)
     except BaseException:
@@ -793,14 +903,172 @@ def collect(launched: Launched) -> Measure:
         os.close(launched.report_fd)
     if proc.returncode != 0 or not raw:
         raise BenchError(f"wait4 helper failed (exit status {proc.returncode})")
-    wall, user, system, maxrss_kib, status = ast.literal_eval(raw.decode())
+    (wall, user, system, maxrss_kib, status, reaped, main_kib, lingering,
+     subreaper) = ast.literal_eval(raw.decode())
+    if lingering:  # what the tool left running: its group (it may have left it, though)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    if not subreaper:
+        raise BenchError("prctl(PR_SET_CHILD_SUBREAPER) failed: cannot account for the "
+                         "processes a tool starts (Linux 3.4 or later is needed)")
     return Measure(wall, user, system, user + system, maxrss_kib / KIB,
-                   os.waitstatus_to_exitcode(status), outer)
+                   os.waitstatus_to_exitcode(status), outer, reaped, main_kib / KIB,
+                   lingering)
 
 
 def run_measured(cmd: Sequence[str], env: dict[str, str], *, stdin: IO[Any] | int,
                  stdout: IO[Any] | int, stderr: IO[Any] | int) -> Measure:
     return collect(launch(cmd, env, stdin=stdin, stdout=stdout, stderr=stderr))
+
+
+# ---------------------------------------------------------------- process trees
+
+
+def stat_ppid(text: str) -> int:
+    """The parent pid in a /proc/PID/stat line (the field after `(comm) state`; comm may
+    hold spaces and parentheses, so it is found after the last ')')."""
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
+def status_kib(text: str, key: str) -> int | None:
+    """A `Key:   123 kB` line of /proc/PID/status or /proc/PID/smaps_rollup, in KiB."""
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def descendants(root: int, parents: dict[int, int]) -> dict[int, int]:
+    """pid -> parent pid of every process below `root` in a pid -> parent pid map."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, int] = {}
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in found and child != root:
+                found[child] = parents[child]
+                pending.append(child)
+    return found
+
+
+def tree_role(pid: int, main: int | None, members: dict[int, int],
+              cmdlines: dict[int, str]) -> str:
+    """What one process of an aiofetch tree is: main (aiofetch itself), forkserver (the
+    multiprocessing fork server), fetch (a process the fork server forked: it shows the
+    server's command line), tracker (multiprocessing's resource tracker) or other."""
+    if pid == main:
+        return "main"
+    cmdline = cmdlines.get(pid, "")
+    if "multiprocessing.resource_tracker" in cmdline:
+        return "tracker"
+    above = members.get(pid)
+    while above is not None:
+        if "multiprocessing.forkserver" in cmdlines.get(above, ""):
+            return "fetch"
+        above = members.get(above)
+    return "forkserver" if "multiprocessing.forkserver" in cmdline else "other"
+
+
+@dataclass(frozen=True)
+class TreeMemory:
+    """What sampling one tool's process tree saw: each process's role and last VmHWM (its
+    peak RSS so far), and the highest sum of Pss over the tree at one moment."""
+
+    roles: dict[int, str]
+    hwm_kib: dict[int, int]
+    max_pss_kib: int
+    samples: int
+
+    def peak_mib(self, role: str) -> float | None:
+        """The highest peak RSS among the processes of this role, MiB."""
+        peaks = [kib for pid, kib in self.hwm_kib.items() if self.roles.get(pid) == role]
+        return max(peaks) / KIB if peaks else None
+
+    def count(self, role: str) -> int:
+        return sum(1 for r in self.roles.values() if r == role)
+
+    @property
+    def max_peak_mib(self) -> float | None:
+        return max(self.hwm_kib.values()) / KIB if self.hwm_kib else None
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+    except OSError:  # gone meanwhile, or not ours to read
+        return None
+
+
+def proc_parents() -> dict[int, int]:
+    """pid -> parent pid of every process now (one read of /proc/*/stat each)."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            text = read_text(f"/proc/{name}/stat")
+            if text:
+                with contextlib.suppress(ValueError, IndexError):
+                    parents[int(name)] = stat_ppid(text)
+    return parents
+
+
+class TreeSampler:
+    """Every SAMPLE_INTERVAL, on a thread: the processes below the wait4 helper, each one's
+    VmHWM (/proc/PID/status) and the sum of their Pss (/proc/PID/smaps_rollup). Costs a
+    read of every /proc/PID/stat a sample (a few ms): only untimed runs are sampled."""
+
+    def __init__(self, helper: int) -> None:
+        self.helper = helper
+        self.main: int | None = None
+        self.members: dict[int, int] = {}
+        self.cmdlines: dict[int, str] = {}
+        self.roles: dict[int, str] = {}
+        self.hwm: dict[int, int] = {}
+        self.max_pss = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> TreeMemory:
+        return TreeMemory(dict(self.roles), dict(self.hwm), self.max_pss, self.samples)
+
+    def _loop(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(SAMPLE_INTERVAL):
+                return
+
+    def sample(self) -> None:
+        tree = descendants(self.helper, proc_parents())
+        if self.main is None:  # the tool: the helper's first child
+            self.main = min((pid for pid, ppid in tree.items() if ppid == self.helper),
+                            default=None)
+        self.members.update(tree)  # parents as first seen: before any re-parenting
+        pss = 0
+        for pid in tree:
+            status = read_text(f"/proc/{pid}/status")
+            rollup = read_text(f"/proc/{pid}/smaps_rollup")
+            hwm = status_kib(status, "VmHWM") if status else None
+            if hwm is None:  # gone, or a zombie: no memory left to see
+                continue
+            if self.roles.get(pid, "other") == "other":  # seen between fork and exec?
+                self.cmdlines[pid] = (read_text(f"/proc/{pid}/cmdline") or "").replace(
+                    "\0", " ")
+                self.roles[pid] = tree_role(pid, self.main, self.members, self.cmdlines)
+            self.hwm[pid] = max(hwm, self.hwm.get(pid, 0))
+            pss += (status_kib(rollup, "Pss") or 0) if rollup else 0
+        self.max_pss = max(self.max_pss, pss)
+        self.samples += 1
 
 
 def set_window_size(fd: int, rows: int = 40, cols: int = 120) -> None:
@@ -1009,6 +1277,7 @@ class Job:
     expected: Expected
     stdin: Path | None = None
     on_pty: bool = False
+    sample: bool = False  # sample its process tree's memory (TreeSampler): untimed runs only
 
 
 def execute(lab: Lab, job: Job) -> tuple[Measure, int | None, str]:
@@ -1022,8 +1291,14 @@ def execute(lab: Lab, job: Job) -> tuple[Measure, int | None, str]:
         stdin: IO[Any] | int = subprocess.DEVNULL
         if job.stdin is not None:
             stdin = stack.enter_context(open(job.stdin, "rb"))
-        measure = run_measured(job.command, lab.env, stdin=stdin,
-                               stdout=subprocess.DEVNULL, stderr=log)
+        launched = launch(job.command, lab.env, stdin=stdin, stdout=subprocess.DEVNULL,
+                          stderr=log)
+        if job.sample:
+            with TreeSampler(launched.proc.pid) as sampler:
+                measure = collect(launched)
+            measure = dataclasses.replace(measure, tree=sampler.result())
+        else:
+            measure = collect(launched)
     return measure, None, tail_text(log_path, 1000).strip()
 
 
@@ -1041,6 +1316,8 @@ def record_run(lab: Lab, job: Job, corpus: str, rnd: int, position: int,
                ran: tuple[Measure, int | None, str], problems: list[str]) -> RunResult:
     """Keep and show one run's result; a non-zero exit status is its first problem."""
     measure, tty_bytes, stderr_tail = ran
+    if measure.lingering:
+        problems.insert(0, f"processes it started still ran {LINGER_S} s after it exited")
     if measure.returncode != 0:
         problems.insert(0, f"exit status {measure.returncode}")
     result = RunResult(corpus, job.tool, rnd, position, job.label, job.command, measure,
@@ -1061,12 +1338,15 @@ def report_run(result: RunResult) -> None:
 
 def tool_command(lab: Lab, tool: str, lists: SetLists, outdir: Path) -> list[str]:
     c = str(lab.cfg.concurrency)
-    if tool == SPLIT_ONE:  # --split-compare: the aiofetch row below, with one stream a file
-        return [*tool_command(lab, "aiofetch", lists, outdir), "--split", "1"]
-    path = lab.paths[tool]
-    if tool == "aiofetch":  # --split 4, the default: big files get up to 4 connections
-        return [path, "-i", str(lists.urls), "-d", str(outdir), "-j", c, "--per-host", c,
+    rows = lab.cfg.process_rows
+    if tool == SPLIT_ONE:  # --split-compare: the -p1 row, with one stream a file
+        return [*tool_command(lab, lab.cfg.split_base, lists, outdir), "--split", "1"]
+    if tool in rows:  # --split 4, the default: big files get up to 4 connections
+        count = rows[tool]
+        return [lab.paths["aiofetch"], "-i", str(lists.urls), "-d", str(outdir), "-j", c,
+                "--per-host", c, "--processes", "auto" if count is None else str(count),
                 "-q", "--no-progress"]
+    path = lab.paths[tool]
     if tool == "curl":  # --disable (first): ignore ~/.curlrc
         return [path, "--disable", "--parallel", "--parallel-max", c, "--no-progress-meter",
                 "--output-dir", str(outdir), "-K", str(lists.curl_config)]
@@ -1087,16 +1367,23 @@ def round_order(tools: Sequence[str], rnd: int) -> list[str]:
     return list(tools[shift:]) + list(tools[:shift])
 
 
-def paired_round_order(tools: Sequence[str], rnd: int, first: str = "aiofetch",
-                       second: str = SPLIT_ONE) -> list[str]:
-    """round_order, with `first` and `second` trading places when needed so that `first`
-    runs before `second` in odd rounds (and the warm-up) and after it in even ones."""
+def paired_round_order(tools: Sequence[str], rnd: int) -> list[str]:
+    """round_order, then the aiofetch rows (one per --processes count, and aiofetch-s1) put
+    back into the places they took, in their given order in odd rounds (and the warm-up)
+    and reversed in even ones: every two of them swap order from one round to the next."""
     order = round_order(tools, rnd)
-    if first in order and second in order:
-        i, j = order.index(first), order.index(second)
-        if (i < j) != (rnd % 2 == 1 or rnd == 0):
-            order[i], order[j] = order[j], order[i]
+    ours = [tool for tool in tools if tool.startswith("aiofetch")]
+    if rnd % 2 == 0 and rnd != 0:
+        ours.reverse()
+    places = [i for i, tool in enumerate(order) if tool.startswith("aiofetch")]
+    for place, tool in zip(places, ours, strict=True):
+        order[place] = tool
     return order
+
+
+def slug(row: str) -> str:
+    """A row name fit for file names: 'aiofetch -p2' -> 'aiofetch-p2'."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", row).strip("-")
 
 
 def settle_after(lab: Lab, tool: str, files: int) -> None:
@@ -1124,7 +1411,7 @@ def run_round(lab: Lab, corpus: CorpusSet, lists: SetLists, tools: Sequence[str]
               rnd: int) -> None:
     tag = "w" if rnd == 0 else f"r{rnd:02d}"
     for position, tool in enumerate(paired_round_order(tools, rnd)):
-        label = f"{corpus.name}-{tag}-{tool}"
+        label = f"{corpus.name}-{tag}-{slug(tool)}"
         outdir = fresh_dir(lab, label)
         job = Job(tool, label, tool_command(lab, tool, lists, outdir), outdir, corpus.expected())
         run_job(lab, job, corpus.name, rnd, position)
@@ -1146,7 +1433,7 @@ def campaign(lab: Lab, corpus: CorpusSet, lists: SetLists, tools: Sequence[str])
 
 @dataclass(frozen=True)
 class ToolSummary:
-    """Medians over one tool's verified counted runs of one set."""
+    """Medians over one row's verified counted runs of one set."""
 
     tool: str
     runs_ok: int
@@ -1156,39 +1443,48 @@ class ToolSummary:
     mb_per_s: float | None
     cpu_s: float | None
     peak_rss_mib: float | None
-    aiofetch_ratio: float | None  # median over rounds of peer wall / aiofetch wall
+    aiofetch_ratio: float | None  # median over rounds of peer wall / reference aiofetch wall
     ratio_rounds: int
+    vs_one: float | None = None  # aiofetch rows: median per-round -p1 wall / this row's wall
+    vs_one_rounds: int = 0
 
 
 def median_or_none(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def per_round_ratios(runs: Sequence[RunResult], peer: str) -> list[float]:
-    """peer wall / aiofetch wall within each round both passed (>1: aiofetch faster)."""
+def per_round_ratios(runs: Sequence[RunResult], numerator: str,
+                     denominator: str = "aiofetch") -> list[float]:
+    """numerator wall / denominator wall within each counted round both passed (a peer
+    over aiofetch: > 1 means aiofetch was faster)."""
     walls: dict[tuple[str, int], float] = {
         (r.tool, r.round): r.measure.wall_s for r in runs if r.ok and r.round > 0}
     rounds = sorted({rnd for _tool, rnd in walls})
-    return [walls[(peer, rnd)] / walls[("aiofetch", rnd)] for rnd in rounds
-            if (peer, rnd) in walls and ("aiofetch", rnd) in walls]
+    return [walls[(numerator, rnd)] / walls[(denominator, rnd)] for rnd in rounds
+            if (numerator, rnd) in walls and (denominator, rnd) in walls]
 
 
 def summarize(corpus: CorpusSet, runs: Sequence[RunResult], tools: Sequence[str],
-              ) -> list[ToolSummary]:
+              reference: str = "aiofetch", base: str | None = None) -> list[ToolSummary]:
+    """Per row: medians; peers' per-round ratio to `reference` (aiofetch's default row);
+    aiofetch rows' per-round speed-up over `base` (--processes 1)."""
     counted = [r for r in runs if r.corpus == corpus.name and r.round > 0]
     rows = []
     for tool in tools:
         mine = [r for r in counted if r.tool == tool]
         good = [r for r in mine if r.ok]
         wall = median_or_none([r.measure.wall_s for r in good])
-        ratios = per_round_ratios(counted, tool) if tool != "aiofetch" else []
+        ours = tool.startswith("aiofetch")
+        ratios = per_round_ratios(counted, tool, reference) if not ours else []
+        speedups = per_round_ratios(counted, base, tool) if ours and base else []
         rows.append(ToolSummary(
             tool=tool, runs_ok=len(good), runs_failed=len(mine) - len(good), wall_s=wall,
             files_per_s=corpus.count / wall if wall else None,
             mb_per_s=corpus.total_bytes / wall / 1e6 if wall else None,
             cpu_s=median_or_none([r.measure.cpu_s for r in good]),
             peak_rss_mib=median_or_none([r.measure.peak_rss_mib for r in good]),
-            aiofetch_ratio=median_or_none(ratios), ratio_rounds=len(ratios)))
+            aiofetch_ratio=median_or_none(ratios), ratio_rounds=len(ratios),
+            vs_one=median_or_none(speedups), vs_one_rounds=len(speedups)))
     return rows
 
 
@@ -1196,24 +1492,41 @@ def cell(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else format(value, spec) + suffix
 
 
+def table_lines(rows: Sequence[ToolSummary], reference: str, base: str | None) -> list[str]:
+    """One set's rows: files/s and MB/s per row, aiofetch rows' speed-up over --processes 1,
+    the peers' time over aiofetch's reference row's."""
+    lines = [f"{'tool':<15}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
+             f"{'RSS MiB':>9}{'vs -p1':>8}{'aiofetch vs it':>16}"]
+    for row in rows:
+        ours = row.tool.startswith("aiofetch")
+        ratio = "" if ours else cell(row.aiofetch_ratio, ".2f", "x")
+        speedup = cell(row.vs_one, ".2f", "x") if ours and base else ""
+        lines.append(
+            f"{row.tool:<15}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
+            f"{cell(row.wall_s, '.3f'):>10}{cell(row.files_per_s, ',.0f'):>10}"
+            f"{cell(row.mb_per_s, ',.1f'):>9}{cell(row.cpu_s, '.2f'):>8}"
+            f"{cell(row.peak_rss_mib, '.1f'):>9}{speedup:>8}{ratio:>16}")
+    lines.append("(medians of verified counted runs; wall = until the tool's own process "
+                 "exits; CPU = user+sys of its whole process tree (fetch processes and fork "
+                 "server included) and RSS = the largest peak RSS of any one process of it, "
+                 "from wait4")
+    if base:
+        lines.append(f"'vs -p1' = median per-round {base} wall / this row's wall = its "
+                     f"files/s over --processes 1's")
+    lines.append(f"'aiofetch vs it' = median per-round tool wall / {reference} wall, "
+                 f">1 = aiofetch faster)")
+    return lines
+
+
 def print_table(corpus: CorpusSet, rows: Sequence[ToolSummary], cfg: Config) -> None:
     emit()
     emit(f"== {corpus.name}: {corpus.describe()}, concurrency {cfg.concurrency}, "
          f"{cfg.runs} counted rounds + 1 warm-up ==")
-    emit(f"{'tool':<12}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
-         f"{'RSS MiB':>9}{'aiofetch vs it':>16}")
-    for row in rows:
-        ratio = "" if row.tool == "aiofetch" else cell(row.aiofetch_ratio, ".2f", "x")
-        emit(f"{row.tool:<12}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
-             f"{cell(row.wall_s, '.3f'):>10}{cell(row.files_per_s, ',.0f'):>10}"
-             f"{cell(row.mb_per_s, ',.1f'):>9}{cell(row.cpu_s, '.2f'):>8}"
-             f"{cell(row.peak_rss_mib, '.1f'):>9}{ratio:>16}")
-    emit("(medians of verified counted runs; wall = whole process; CPU = user+sys and RSS = "
-         "peak, from wait4; 'aiofetch vs it' = median per-round tool wall / aiofetch wall, "
-         ">1 = aiofetch faster)")
+    for line in table_lines(rows, cfg.reference_row, cfg.base_row):
+        emit(line)
     if any(row.tool == SPLIT_ONE for row in rows):
-        emit(f"({SPLIT_ONE} = aiofetch --split 1, one stream a file; the aiofetch row has "
-             "--split 4, the default)")
+        emit(f"({SPLIT_ONE} = {cfg.split_base} with --split 1, one stream a file; the "
+             "aiofetch rows have --split 4, the default)")
 
 
 # ---------------------------------------------------------------- pairs and the split set
@@ -1238,7 +1551,8 @@ class Pair:
     def target_text(self) -> str:
         if self.target is None:
             return ""
-        return f"{'<=' if self.at_most else '>='} {self.target:.1f}"
+        bound = f"{self.target:.2f}"
+        return f"{'<=' if self.at_most else '>='} {bound[:-1] if bound.endswith('0') else bound}"
 
 
 @dataclass(frozen=True)
@@ -1269,8 +1583,12 @@ SPLIT_PAIRS = (
     Pair("aiofetch --split 8 speed / curl speed", "curl", "aiofetch-s8", 5.0),
     Pair("aiofetch --split 8 speed / --split 1 speed", "aiofetch-s1", "aiofetch-s8"),
 )
-# --split-compare on the unthrottled sets: splitting must never cost.
-COMPARE_PAIR = Pair("aiofetch --split 1 time / --split 4 time", SPLIT_ONE, "aiofetch", 1.0)
+
+
+def compare_pair(base: str) -> Pair:
+    """--split-compare on the unthrottled sets: splitting must never cost (`base` is the
+    aiofetch row that aiofetch-s1 repeats with --split 1)."""
+    return Pair("aiofetch --split 1 time / --split 4 time", SPLIT_ONE, base, 1.0)
 
 
 def round_walls(runs: Sequence[RunResult], corpus: str) -> dict[int, dict[str, float]]:
@@ -1495,14 +1813,15 @@ def split_set(lab: Lab, corpus: CorpusSet, base_url: str, log: Path) -> dict[str
     return summary
 
 
-def compare_summary(corpus: CorpusSet, runs: Sequence[RunResult]) -> dict[str, Any]:
+def compare_summary(corpus: CorpusSet, runs: Sequence[RunResult],
+                    base: str) -> dict[str, Any]:
     """--split-compare on one unthrottled set: both rows' medians and the per-round ratio."""
     counted = [r for r in runs if r.corpus == corpus.name and r.round > 0 and r.ok]
     walls = {tool: median_or_none([r.measure.wall_s for r in counted if r.tool == tool])
-             for tool in ("aiofetch", SPLIT_ONE)}
+             for tool in (base, SPLIT_ONE)}
     return {"set": corpus.name, "describe": corpus.describe(),
-            "split4_wall_s": walls["aiofetch"], "split1_wall_s": walls[SPLIT_ONE],
-            **pair_summary(runs, corpus.name, COMPARE_PAIR)}
+            "split4_wall_s": walls[base], "split1_wall_s": walls[SPLIT_ONE],
+            **pair_summary(runs, corpus.name, compare_pair(base))}
 
 
 def compare_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -1518,13 +1837,134 @@ def compare_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def print_compare(rows: Sequence[dict[str, Any]], runs: int) -> None:
+def print_compare(rows: Sequence[dict[str, Any]], runs: int, base: str) -> None:
     emit()
-    emit(f"== split compare: aiofetch --split 4 (default) vs --split 1 on the unthrottled "
+    emit(f"== split compare: {base} --split 4 (default) vs --split 1 on the unthrottled "
          f"sets, {runs} rounds, the pair's order swapped every round ==")
     for line in compare_markdown(rows):
         emit(line)
     emit("(ratio >= 1: splitting cost nothing; the median of per-round wall-time ratios)")
+
+
+# ---------------------------------------------------------------- processes (issue 12)
+
+
+def process_targets(corpus: str, runs: Sequence[RunResult],
+                    rows: Sequence[str]) -> list[dict[str, Any]]:
+    """Issue 12's speed targets for one set, each the median of per-round wall-time ratios
+    (= files/s ratios): small, -p2 >= 1.5x -p1 and auto within 5% of the faster of -p1 and
+    -p2 (the one with the lower median wall); medium and large, auto no slower than -p1
+    (5% allowed for noise)."""
+    one, two, auto = process_row(1), process_row(2), process_row(None)
+    pairs = []
+    if corpus == "small":
+        if one in rows and two in rows:
+            pairs.append(Pair("small: --processes 2 files/s / --processes 1 files/s",
+                              one, two, SMALL_SPEEDUP_TARGET))
+        if auto in rows and one in rows and two in rows:
+            walls = round_walls(runs, corpus).values()
+            medians = {row: median_or_none([w[row] for w in walls if row in w])
+                       for row in (one, two)}
+            better = two if (medians[two] or float("inf")) < (medians[one] or float("inf")) \
+                else one
+            pairs.append(Pair(f"small: auto files/s / the faster of 1 and 2 ({better})",
+                              better, auto, AUTO_TOLERANCE))
+    elif one in rows and auto in rows:
+        pairs.append(Pair(f"{corpus}: auto files/s / --processes 1 files/s (no slower, "
+                          f"{100 - 100 * AUTO_TOLERANCE:.0f}% for noise)", one, auto,
+                          AUTO_TOLERANCE))
+    return [pair_summary(runs, corpus, pair) for pair in pairs]
+
+
+def rss_target(runs: Sequence[RunResult], rows: Sequence[str]) -> dict[str, Any]:
+    """Peak RSS per process <= 60 MiB: the largest peak RSS of any one process (wait4, the
+    whole tree) over every verified run of the aiofetch rows, and which run it was."""
+    mine = [r for r in runs if r.tool in rows and r.ok]
+    top = max(mine, key=lambda r: r.measure.peak_rss_mib, default=None)
+    peak = top.measure.peak_rss_mib if top else None
+    return {"pair": "peak RSS of any one aiofetch process, MiB (max over every run of "
+                    f"the rows {', '.join(rows)})",
+            "median": peak, "rounds": [], "runs": len(mine),
+            "where": top.label if top else None,
+            "target": f"<= {PROCESS_RSS_TARGET_MIB:g}",
+            "met": None if peak is None else peak <= PROCESS_RSS_TARGET_MIB}
+
+
+def target_line(target: dict[str, Any]) -> str:
+    """`title: value (each round: ...) target met|NOT MET`."""
+    rounds = f" (each round: {join_rounds(target['rounds'], '.2f')})" if target["rounds"] else ""
+    where = f" in {target['where']}" if target.get("where") else ""
+    return (f"{target['pair']}: {cell(target['median'], '.2f')}{where}{rounds}  "
+            f"target {target['target']}: {verdict(target['met']) or 'no data'}")
+
+
+def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
+    """One sampled run's per-process memory: peaks by role (VmHWM), the tree's highest
+    total PSS, and wait4's count of processes and largest peak."""
+    m, tree = result.measure, result.measure.tree
+
+    def peak(role: str) -> float | None:
+        return tree.peak_mib(role) if tree else None
+
+    return {"set": corpus, "row": result.tool, "ok": result.ok,
+            "processes": len(tree.hwm_kib) if tree else None, "reaped": m.processes,
+            "fetch_processes": tree.count("fetch") if tree else 0,
+            "main_mib": peak("main"), "fetch_max_mib": peak("fetch"),
+            "forkserver_mib": peak("forkserver"), "tracker_mib": peak("tracker"),
+            "other_mib": peak("other"),
+            "max_pss_mib": tree.max_pss_kib / KIB if tree else None,
+            "wait4_peak_mib": m.peak_rss_mib, "cpu_s": m.cpu_s, "wall_s": m.wall_s,
+            "samples": tree.samples if tree else 0}
+
+
+def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The per-process memory table: one line per set and --processes count."""
+    lines = [f"{'set':<8}{'row':<15}{'procs':>6}{'fetch':>6}{'main':>8}{'fetch max':>10}"
+             f"{'forksrv':>9}{'tracker':>9}{'PSS total':>11}{'wait4 max':>11}{'samples':>8}"
+             "  ok"]
+    for row in rows:
+        lines.append(
+            f"{row['set']:<8}{row['row']:<15}{cell(row['processes'], 'd'):>6}"
+            f"{row['fetch_processes']:>6}"
+            f"{cell(row['main_mib'], '.1f'):>8}{cell(row['fetch_max_mib'], '.1f'):>10}"
+            f"{cell(row['forkserver_mib'], '.1f'):>9}{cell(row['tracker_mib'], '.1f'):>9}"
+            f"{cell(row['max_pss_mib'], '.1f'):>11}{cell(row['wait4_peak_mib'], '.1f'):>11}"
+            f"{row['samples']:>8}  {'ok' if row['ok'] else 'FAILED'}")
+    lines.append(f"(MiB. procs = processes seen in the tree (aiofetch and all it started); "
+                 f"fetch = fetch processes among them; main, fetch max, forksrv, tracker = "
+                 f"peak RSS (VmHWM, last value sampled) of aiofetch's own process, of "
+                 f"the largest fetch process, of the multiprocessing fork server and "
+                 f"resource tracker; PSS total = the highest sum of Pss over the tree at "
+                 f"one sample, every {SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest "
+                 f"peak RSS of any one process, exact)")
+    return lines
+
+
+def process_memory(lab: Lab, corpus: CorpusSet, lists: SetLists) -> list[dict[str, Any]]:
+    """One extra untimed run of every --processes row on this set, its process tree sampled
+    (the sampler's reads of /proc would skew the paired, timed rounds)."""
+    rows = []
+    for row in lab.cfg.process_rows:
+        label = f"procmem-{corpus.name}-{slug(row)}"
+        outdir = fresh_dir(lab, label)
+        job = Job(row, label, tool_command(lab, row, lists, outdir), outdir, corpus.expected(),
+                  sample=True)
+        rows.append(memory_row(corpus.name, run_job(lab, job, f"procmem-{corpus.name}", 1, 0)))
+    return rows
+
+
+def print_memory(rows: Sequence[dict[str, Any]]) -> None:
+    emit()
+    emit("== memory per process: one untimed, sampled run per set and --processes count ==")
+    for line in memory_lines(rows):
+        emit(line)
+
+
+def print_targets(targets: Sequence[dict[str, Any]]) -> None:
+    emit()
+    emit("== targets: issue 12 (several fetch processes) ==")
+    for target in targets:
+        emit(target_line(target))
 
 
 # ---------------------------------------------------------------- extras
@@ -1659,7 +2099,9 @@ def memory(lab: Lab, lists_dir: Path, base_url: str, tiny_digest: str) -> list[d
     emit()
     emit("== memory: aiofetch peak RSS by input size (URLs on stdin) ==")
     emit("(dry-run rows: --dry-run, planning only, because fetching 1,000,000 files would take "
-         "too long here; fetch rows: real downloads of a tiny file nginx serves for every /m/N)")
+         "too long here; fetch rows: real downloads of a tiny file nginx serves for every /m/N, "
+         "--processes auto; CPU = the whole process tree's, RSS = the largest peak of any one "
+         "process of it)")
     emit(f"{'mode':<8}{'lines':>11}{'wall s':>10}{'CPU s':>9}{'RSS MiB':>10}")
     rows = [memory_dry_run(lab, lists_dir, base_url, n) for n in MEMORY_DRY_LINES]
     rows += [memory_fetch(lab, lists_dir, base_url, n, tiny_digest) for n in MEMORY_FETCH_LINES]
@@ -2031,6 +2473,10 @@ def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
     if cfg.memory and "aiofetch" in tools:
         byte_total += sum(MEMORY_FETCH_LINES) * block + 40 * MIB * 3
         inode_total += sum(MEMORY_FETCH_LINES)
+        for name in cfg.corpus_sets:  # process_memory: one run per --processes count
+            count, size = cfg.scale[name]
+            byte_total += count * -(-size // block) * block * len(cfg.processes)
+            inode_total += count * len(cfg.processes)
     if "soak" in cfg.sets and "aiofetch" in tools:
         soak_bytes, soak_inodes = soak_space(cfg)
         byte_total += soak_bytes
@@ -2141,12 +2587,16 @@ def prepare_corpora(cfg: Config, corpus_root: Path, tools: Sequence[str],
 
 
 def set_record(corpus: CorpusSet, rows: Sequence[ToolSummary], runs: Sequence[RunResult],
-               tools: Sequence[str]) -> dict[str, Any]:
+               tools: Sequence[str], cfg: Config) -> dict[str, Any]:
     counted = [r for r in runs if r.corpus == corpus.name and r.round > 0]
+    reference, base = cfg.reference_row, cfg.base_row
+    ours = [tool for tool in tools if tool.startswith("aiofetch")]
     return {"count": corpus.count, "size": corpus.size, "bytes": corpus.total_bytes,
-            "summary": [asdict(r) for r in rows],
-            "per_round_ratios": {peer: per_round_ratios(counted, peer)
-                                 for peer in tools if peer != "aiofetch" and "aiofetch" in tools}}
+            "summary": [asdict(r) for r in rows], "reference_row": reference,
+            "per_round_ratios": {peer: per_round_ratios(counted, peer, reference)
+                                 for peer in tools if peer not in ours and reference in tools},
+            "per_round_speedups": {row: per_round_ratios(counted, base, row)
+                                   for row in ours if base is not None and base in tools}}
 
 
 def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -> None:
@@ -2162,16 +2612,33 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
         lists_dir.mkdir(exist_ok=True)
         lists = {name: write_lists(c, base_url, lists_dir) for name, c in corpora.items()}
         settle_after_last_delete(cfg)
-        rows_of = cfg.corpus_tools(tools)  # with aiofetch-s1 under --split-compare
+        rows_of = cfg.corpus_tools(tools)  # aiofetch per --processes count (and -s1)
+        process_rows = [row for row in cfg.process_rows if row in rows_of]
+        targets: list[dict[str, Any]] = []
         for name in cfg.corpus_sets:
             campaign(lab, corpora[name], lists[name], rows_of)
-            rows = summarize(corpora[name], lab.runs, rows_of)
+            rows = summarize(corpora[name], lab.runs, rows_of, cfg.reference_row,
+                             cfg.base_row)
             print_table(corpora[name], rows, cfg)
-            report["sets"][name] = set_record(corpora[name], rows, lab.runs, rows_of)
+            report["sets"][name] = set_record(corpora[name], rows, lab.runs, rows_of, cfg)
+            mine = process_targets(name, lab.runs, process_rows)
+            report["sets"][name]["targets"] = mine
+            targets += mine
+            for target in mine:
+                emit("target " + target_line(target))
         if SPLIT_ONE in rows_of and cfg.corpus_sets:
-            report["split_compare"] = [compare_summary(corpora[name], lab.runs)
+            report["split_compare"] = [compare_summary(corpora[name], lab.runs, cfg.split_base)
                                        for name in cfg.corpus_sets]
-            print_compare(report["split_compare"], cfg.runs)
+            print_compare(report["split_compare"], cfg.runs, cfg.split_base)
+        if process_rows and cfg.memory:
+            report["process_memory"] = [row for name in cfg.corpus_sets
+                                        for row in process_memory(lab, corpora[name],
+                                                                  lists[name])]
+            print_memory(report["process_memory"])
+        if process_rows:
+            targets.append(rss_target(lab.runs, process_rows))
+            report["targets"] = targets
+            print_targets(targets)
         if SPLIT_SET in cfg.sets:
             split_corpus = build_corpus(corpus_root / SPLIT_PREFIX, SPLIT_SET, 1, cfg.split_size)
             report["sets"][SPLIT_SET] = split_set(lab, split_corpus, base_url,

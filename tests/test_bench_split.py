@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests.bench import (
-    COMPARE_PAIR,
     SPLIT_ONE,
     SPLIT_PAIRS,
     SPLIT_VARIANTS,
@@ -18,6 +17,7 @@ from tests.bench import (
     Pair,
     RunResult,
     compare_markdown,
+    compare_pair,
     compare_summary,
     log_requests,
     nginx_conf,
@@ -111,27 +111,33 @@ def test_split_order_swaps_every_pair_each_round() -> None:
                     assert (now.index(a) < now.index(b)) != (after.index(a) < after.index(b))
 
 
-@pytest.mark.parametrize("tools", [["aiofetch", SPLIT_ONE, "curl", "wget2", "aria2c"],
-                                   ["curl", "aiofetch", SPLIT_ONE], ["aiofetch", SPLIT_ONE]])
+P1 = "aiofetch -p1"
+
+
+@pytest.mark.parametrize("tools", [[P1, SPLIT_ONE, "curl", "wget2", "aria2c"],
+                                   ["curl", P1, SPLIT_ONE], [P1, SPLIT_ONE]])
 def test_compare_pair_alternates_and_others_rotate(tools: list[str]) -> None:
-    """aiofetch runs before aiofetch-s1 in odd rounds, after it in even ones; others rotate."""
+    """aiofetch -p1 runs before aiofetch-s1 in odd rounds, after it in even ones; others
+    rotate."""
     for rnd in range(1, 9):
         order = paired_round_order(tools, rnd)
         assert sorted(order) == sorted(tools)
-        assert (order.index("aiofetch") < order.index(SPLIT_ONE)) == (rnd % 2 == 1)
+        assert (order.index(P1) < order.index(SPLIT_ONE)) == (rnd % 2 == 1)
     firsts = {paired_round_order(tools, rnd)[0] for rnd in range(1, len(tools) + 1)}
     assert len(firsts) >= len(tools) - 1
 
 
 def test_corpus_rows_gain_split_one_after_aiofetch() -> None:
-    """--split-compare (default on) adds aiofetch-s1 right after aiofetch, never without it."""
+    """--split-compare (default on) adds aiofetch-s1 right after the aiofetch rows (one per
+    --processes count), never without them."""
     cfg = parse_args([])
     assert cfg.sets == ("small", "medium", "large", "split")
     assert cfg.corpus_tools(["curl", "aiofetch", "aria2c"]) == [
-        "curl", "aiofetch", SPLIT_ONE, "aria2c"]
+        "curl", P1, "aiofetch -p2", "aiofetch auto", SPLIT_ONE, "aria2c"]
+    assert cfg.split_base == P1
     assert cfg.corpus_tools(["curl"]) == ["curl"]
-    off = parse_args(["--no-split-compare", "--sets", "split"])
-    assert off.corpus_tools(["aiofetch", "curl"]) == ["aiofetch", "curl"]
+    off = parse_args(["--no-split-compare", "--sets", "split", "--processes", "auto"])
+    assert off.corpus_tools(["aiofetch", "curl"]) == ["aiofetch auto", "curl"]
     assert off.corpus_sets == () and off.split_size == SIZE
     assert parse_args(["--quick", "--sets", "split"]).split_size == 128 * 1024 * 1024
 
@@ -188,14 +194,14 @@ def test_split_summary_and_table(tmp_path: Path) -> None:
 def test_compare_summary_rows(tmp_path: Path) -> None:
     """--split 1 / --split 4 per round, their medians, and the no-slower target."""
     corpus = CorpusSet("large", 2, 1 << 30, tmp_path, {"f0.bin": "0", "f1.bin": "1"})
-    runs = [run("aiofetch", 1, 3.0, corpus="large"), run(SPLIT_ONE, 1, 3.3, corpus="large"),
-            run("aiofetch", 2, 3.4, corpus="large"), run(SPLIT_ONE, 2, 3.2, corpus="large"),
-            run("aiofetch", 3, 3.1, corpus="large"), run(SPLIT_ONE, 3, 3.6, corpus="large")]
-    row = compare_summary(corpus, runs)
+    runs = [run(P1, 1, 3.0, corpus="large"), run(SPLIT_ONE, 1, 3.3, corpus="large"),
+            run(P1, 2, 3.4, corpus="large"), run(SPLIT_ONE, 2, 3.2, corpus="large"),
+            run(P1, 3, 3.1, corpus="large"), run(SPLIT_ONE, 3, 3.6, corpus="large")]
+    row = compare_summary(corpus, runs, P1)
     assert (row["split4_wall_s"], row["split1_wall_s"]) == (3.1, 3.3)
     assert [rnd for rnd, _ in row["rounds"]] == [1, 2, 3]
     assert row["median"] == pytest.approx(1.1) and row["met"] is True
-    assert row["target"] == ">= 1.0" and COMPARE_PAIR.numerator == SPLIT_ONE
+    assert row["target"] == ">= 1.0" and compare_pair(P1).numerator == SPLIT_ONE
     table = compare_markdown([row])
     assert table[2].startswith("| 2 files x 1 GiB (2,147.5 MB) | 3.100 | 3.300 | 1.10 |")
     assert table[2].endswith("| >= 1.0 met |")
