@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Config
 from .errors import AiofetchError, StateError
-from .events import EventSink, FetchProcesses, InputDone, ItemSeen, ItemSettled, discard
+from .events import (
+    EventSink,
+    FetchProcesses,
+    InputDone,
+    ItemSeen,
+    ItemSettled,
+    discard,
+    wants_transfers,
+)
 from .feed import ThreadFeed
 from .lock import DirLock
 from .models import Action, BadLine, Job, Planned, Result, Status, new_run_id
@@ -118,7 +126,9 @@ class _Run:
         self.cookies = cookies
         self.id = new_run_id()
         self.planner = Planner(config, root_fd, claims, state)
-        self.jobs: asyncio.Queue[Keyed | None] = asyncio.Queue(maxsize=2 * config.jobs)
+        # Planned items waiting for a worker or a fetch process: enough for fetch
+        # processes to get theirs in batches.
+        self.jobs: asyncio.Queue[Keyed | None] = asyncio.Queue(maxsize=max(2 * config.jobs, 256))
         # Results, or lists of them (settle_many): bounded in entries, so a few MB at most.
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=min(4 * config.jobs, 32))
         self.keys = itertools.count()
@@ -256,7 +266,7 @@ class _Run:
         if count == 1:
             await self._fetch_here(prefix, ended)
         else:
-            pool = self.fetchers = Pool(self, count, events=self.sink is not discard)
+            pool = self.fetchers = Pool(self, count, events=wants_transfers(self.sink))
             await pool.run(prefix, ended)
 
     async def _look_ahead(self) -> tuple[list[Keyed], bool]:

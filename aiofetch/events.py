@@ -81,10 +81,17 @@ Event = (ItemSeen | InputDone | TransferStarted | TransferAdvanced | Retrying | 
 
 
 class EventSink(Protocol):
-    """Anything that takes events: `list.append` will do."""
+    """Anything that takes events: `list.append` will do. A sink with an attribute
+    `transfers` set to False needs no TransferStarted, TransferAdvanced or Retrying
+    events: fetch processes then keep them to themselves (see wants_transfers)."""
 
     def __call__(self, event: Event, /) -> None: ...
 
 
 def discard(event: Event, /) -> None:
     """The sink that ignores everything."""
+
+
+def wants_transfers(sink: EventSink) -> bool:
+    """Whether `sink` takes the events of transfers in flight (see EventSink)."""
+    return sink is not discard and getattr(sink, "transfers", True) is not False

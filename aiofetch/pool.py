@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 # Items in one frame at most.
 BATCH = 64
+# Items a fetch process holds beyond twice its --jobs: enough for the time its results
+# take to come back (fetcher.FLUSH_AFTER) at a few thousand small files a second.
+ROOM = 64
 
 
 class Owner(Protocol):
@@ -58,7 +61,7 @@ class _Child:
     number: int  # from 1, as messages name it
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    room: int  # items it may hold: its jobs, and as many again queued (plus a margin)
+    room: int  # items it may hold: its jobs, as many again queued, and ROOM more
     outstanding: dict[int, Planned] = field(default_factory=dict)
     begun: set[int] = field(default_factory=set)
     alive: bool = True
@@ -145,7 +148,7 @@ class Pool:
         for index, sock in enumerate(sockets):
             mine = share(config, self.count, index)
             reader, writer = await asyncio.open_connection(sock=sock)
-            child = _Child(index + 1, reader, writer, room=2 * mine.jobs + 16)
+            child = _Child(index + 1, reader, writer, room=2 * mine.jobs + ROOM)
             child.send(("start", portable(mine), self.events))
             self.children.append(child)
         watcher = asyncio.create_task(self.forks.listen())

@@ -90,6 +90,8 @@ class Display:
         up, to `console` (a rich Console on `stream` by default). `verbose`: a line for
         every settled item, not only for failures."""
         self.mode = mode
+        # Without a display, transfers' progress and retries are not shown (see events.py).
+        self.transfers = mode != "none"
         self._stream = stream
         self._interval = interval
         self._get_time = get_time
