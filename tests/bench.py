@@ -801,9 +801,10 @@ class Measure:
 # once the parent held a 200 MB buffer). A tiny `python -I -S` helper therefore forks the
 # tool, times it and takes its rusage with os.wait4, and reports to us through a pipe; its
 # own floor is about 5 MiB (`true` measures 4.9 MiB this way).
-# The whole tree: aiofetch's fetch processes are children of a multiprocessing fork server
-# that aiofetch starts and leaves behind when it exits (os._exit), so wait4 on aiofetch
-# alone misses their CPU and memory. The helper makes itself a child subreaper
+# The whole tree: aiofetch's fetch processes are children of its fork server
+# (`python -m aiofetch.forks`), a child of aiofetch that reaps them; aiofetch waits for it,
+# but a tool may leave descendants behind, which wait4 on the tool alone would miss. The
+# helper makes itself a child subreaper
 # (prctl PR_SET_CHILD_SUBREAPER = 36) once the tool is forked (ctypes and signal, which
 # loads enum, imported after the fork, so the tool's RSS floor stays the same) and before
 # it may exec, so every orphaned descendant is re-parented to the helper, which reaps them
@@ -953,22 +954,22 @@ def descendants(root: int, parents: dict[int, int]) -> dict[int, int]:
     return found
 
 
+FORK_SERVER = "aiofetch.forks"  # in the fork server's command line (and its forks')
+
+
 def tree_role(pid: int, main: int | None, members: dict[int, int],
               cmdlines: dict[int, str]) -> str:
-    """What one process of an aiofetch tree is: main (aiofetch itself), forkserver (the
-    multiprocessing fork server), fetch (a process the fork server forked: it shows the
-    server's command line), tracker (multiprocessing's resource tracker) or other."""
+    """What one process of an aiofetch tree is: main (aiofetch itself), forkserver (its fork
+    server, `python -m aiofetch.forks`), fetch (a process the fork server forked: it shows
+    the server's command line) or other."""
     if pid == main:
         return "main"
-    cmdline = cmdlines.get(pid, "")
-    if "multiprocessing.resource_tracker" in cmdline:
-        return "tracker"
     above = members.get(pid)
     while above is not None:
-        if "multiprocessing.forkserver" in cmdlines.get(above, ""):
+        if FORK_SERVER in cmdlines.get(above, ""):
             return "fetch"
         above = members.get(above)
-    return "forkserver" if "multiprocessing.forkserver" in cmdline else "other"
+    return "forkserver" if FORK_SERVER in cmdlines.get(pid, "") else "other"
 
 
 @dataclass(frozen=True)
@@ -1064,7 +1065,10 @@ class TreeSampler:
             if self.roles.get(pid, "other") == "other":  # seen between fork and exec?
                 self.cmdlines[pid] = (read_text(f"/proc/{pid}/cmdline") or "").replace(
                     "\0", " ")
-                self.roles[pid] = tree_role(pid, self.main, self.members, self.cmdlines)
+                role = tree_role(pid, self.main, self.members, self.cmdlines)
+                if role != self.roles.setdefault(pid, role):  # it has exec'd since: a new
+                    self.roles[pid] = role                    # mm, its pre-exec peak gone
+                    self.hwm.pop(pid, None)
             self.hwm[pid] = max(hwm, self.hwm.get(pid, 0))
             pss += (status_kib(rollup, "Pss") or 0) if rollup else 0
         self.max_pss = max(self.max_pss, pss)
@@ -1910,7 +1914,7 @@ def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
             "processes": len(tree.hwm_kib) if tree else None, "reaped": m.processes,
             "fetch_processes": tree.count("fetch") if tree else 0,
             "main_mib": peak("main"), "fetch_max_mib": peak("fetch"),
-            "forkserver_mib": peak("forkserver"), "tracker_mib": peak("tracker"),
+            "forkserver_mib": peak("forkserver"),
             "other_mib": peak("other"),
             "max_pss_mib": tree.max_pss_kib / KIB if tree else None,
             "wait4_peak_mib": m.peak_rss_mib, "cpu_s": m.cpu_s, "wall_s": m.wall_s,
@@ -1920,21 +1924,21 @@ def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
 def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The per-process memory table: one line per set and --processes count."""
     lines = [f"{'set':<8}{'row':<15}{'procs':>6}{'fetch':>6}{'main':>8}{'fetch max':>10}"
-             f"{'forksrv':>9}{'tracker':>9}{'PSS total':>11}{'wait4 max':>11}{'samples':>8}"
+             f"{'forksrv':>9}{'PSS total':>11}{'wait4 max':>11}{'samples':>8}"
              "  ok"]
     for row in rows:
         lines.append(
             f"{row['set']:<8}{row['row']:<15}{cell(row['processes'], 'd'):>6}"
             f"{row['fetch_processes']:>6}"
             f"{cell(row['main_mib'], '.1f'):>8}{cell(row['fetch_max_mib'], '.1f'):>10}"
-            f"{cell(row['forkserver_mib'], '.1f'):>9}{cell(row['tracker_mib'], '.1f'):>9}"
+            f"{cell(row['forkserver_mib'], '.1f'):>9}"
             f"{cell(row['max_pss_mib'], '.1f'):>11}{cell(row['wait4_peak_mib'], '.1f'):>11}"
             f"{row['samples']:>8}  {'ok' if row['ok'] else 'FAILED'}")
     lines.append(f"(MiB. procs = processes seen in the tree (aiofetch and all it started); "
-                 f"fetch = fetch processes among them; main, fetch max, forksrv, tracker = "
+                 f"fetch = fetch processes among them; main, fetch max, forksrv = "
                  f"peak RSS (VmHWM, last value sampled) of aiofetch's own process, of "
-                 f"the largest fetch process, of the multiprocessing fork server and "
-                 f"resource tracker; PSS total = the highest sum of Pss over the tree at "
+                 f"the largest fetch process and of its fork server (python -m "
+                 f"aiofetch.forks); PSS total = the highest sum of Pss over the tree at "
                  f"one sample, every {SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest "
                  f"peak RSS of any one process, exact)")
     return lines

@@ -42,8 +42,7 @@ from tests.bench import (
 )
 
 P1, P2, P4, AUTO = "aiofetch -p1", "aiofetch -p2", "aiofetch -p4", "aiofetch auto"
-FORKSERVER = "python -c from multiprocessing.forkserver import main; main(8, 9)"
-TRACKER = "python -c from multiprocessing.resource_tracker import main;main(7)"
+FORKSERVER = "/usr/bin/python3 -m aiofetch.forks 8 9"
 
 
 def run(tool: str, rnd: int, wall: float, *, corpus: str = "small", ok: bool = True,
@@ -181,32 +180,34 @@ def test_stat_and_status_parsing() -> None:
 
 
 def test_tree_walk_and_roles() -> None:
-    """Below the helper: aiofetch (main), its fork server and tracker, the fork server's
-    children (fetch, with its command line); a fetch process re-parented stays fetch."""
+    """Below the helper: aiofetch (main), its fork server, the fork server's children
+    (fetch, with its command line); a fetch process re-parented stays fetch."""
     parents = {1: 0, 10: 1, 11: 10, 12: 11, 13: 11, 14: 12, 15: 11, 20: 1, 21: 20}
     tree = descendants(10, parents)
     assert tree == {11: 10, 12: 11, 13: 11, 14: 12, 15: 11}
-    cmdlines = {11: "aiofetch -i x", 12: FORKSERVER, 13: TRACKER, 14: FORKSERVER,
-                15: "sh -c something"}
+    cmdlines = {11: "aiofetch -i x", 12: FORKSERVER, 13: "sh -c something", 14: FORKSERVER,
+                15: "aiofetch -i x"}  # 15: forked by aiofetch, not exec'd yet
     roles = {pid: tree_role(pid, 11, tree, cmdlines) for pid in tree}
-    assert roles == {11: "main", 12: "forkserver", 13: "tracker", 14: "fetch", 15: "other"}
+    assert roles == {11: "main", 12: "forkserver", 13: "other", 14: "fetch", 15: "other"}
     assert tree_role(14, None, {14: 10, 12: 10}, cmdlines) == "forkserver"  # no history
     assert descendants(99, parents) == {}
 
 
 def test_memory_table(tmp_path: Path) -> None:
     """Peaks by role and the largest total PSS reach the row and the table."""
-    tree = TreeMemory({1: "main", 2: "forkserver", 3: "fetch", 4: "fetch", 5: "tracker"},
+    tree = TreeMemory({1: "main", 2: "forkserver", 3: "fetch", 4: "fetch", 5: "other"},
                       {1: 45 * KIB, 2: 30 * KIB, 3: 35 * KIB, 4: 38 * KIB, 5: 12 * KIB},
                       90 * KIB, 21)
     row = memory_row("small", run(P2, 1, 1.0, rss=45.0, tree=tree))
     assert (row["processes"], row["fetch_processes"]) == (5, 2)
     assert (row["main_mib"], row["fetch_max_mib"], row["forkserver_mib"]) == (45, 38, 30)
-    assert row["max_pss_mib"] == 90 and row["other_mib"] is None
+    assert row["max_pss_mib"] == 90 and row["other_mib"] == 12
     lines = memory_lines([row, memory_row("small", run(P1, 1, 1.0))])
+    assert lines[0].split()[-9:-2] == ["fetch", "max", "forksrv", "PSS", "total", "wait4", "max"]
     assert lines[1].split() == ["small", "aiofetch", "-p2", "5", "2", "45.0", "38.0", "30.0",
-                                "12.0", "90.0", "45.0", "21", "ok"]
+                                "90.0", "45.0", "21", "ok"]
     assert lines[2].split()[3:6] == ["-", "0", "-"]
+    assert "tracker" not in "\n".join(lines) and "aiofetch.forks" in lines[-1]
 
 
 def test_helper_counts_the_whole_tree() -> None:
