@@ -133,7 +133,7 @@ class _Run:
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=min(4 * config.jobs, 32))
         self.keys = itertools.count()
         self.feeder: asyncio.Task[None] | None = None
-        self.fetchers: Workers | Pool | None = None
+        self.fetchers: list[Workers | Pool] = []  # this process's workers, the pool
         self.processes = 0  # fetch processes chosen (1: this one)
         self.stopping = False
         self.halted: AiofetchError | None = None
@@ -148,8 +148,8 @@ class _Run:
         while not self.jobs.empty():  # queued, never started: they get no report line
             self.jobs.get_nowait()
         self.jobs.put_nowait(None)
-        if self.fetchers is not None:
-            self.fetchers.stop()
+        for fetchers in self.fetchers:
+            fetchers.stop()
 
     def halt(self, error: AiofetchError) -> None:
         """Something stops the whole run (DIR takes no writes, no fetch process left)."""
@@ -248,48 +248,42 @@ class _Run:
         return self.claim(url, name, line)
 
     async def fetch(self) -> None:
-        """Choose how many processes fetch, then fetch everything the feeder plans."""
+        """Fetch everything the feeder plans: in this process, or in fetch processes
+        (--processes N), or (auto) here at once, and in fetch processes once the list
+        proves long and they are ready: they take over what has not begun here."""
         config = self.config
-        count, ended = config.processes, False
-        prefix: list[Keyed] = []
+        count = config.processes
+        auto = count is None
         if count is None:
             count = auto_processes(config, usable_cores())
-            if count > 1:
-                prefix, ended = await self._look_ahead()
-                if len(prefix) < AUTO_MIN_ITEMS:
-                    count = 1
         count = min(count, most_processes(config))
+        if count == 1:
+            self._chose(1)
+            await self._fetch_here(None)
+            return
+        pool = Pool(self, count, events=wants_transfers(self.sink))
+        self.fetchers.append(pool)
+        if auto:
+            left, ended = await self._fetch_here(pool)
+            if pool.starting is None:
+                return  # the list was short: all done here
+        else:
+            self._chose(count)
+            pool.starting = asyncio.create_task(pool.start())
+            left, ended = [], False
+        await pool.run(left, ended)
+
+    def _chose(self, count: int) -> None:
         self.processes = count
         self.sink(FetchProcesses(count))
-        if self.stopping:
-            return
-        if count == 1:
-            await self._fetch_here(prefix, ended)
-        else:
-            pool = self.fetchers = Pool(self, count, events=wants_transfers(self.sink))
-            await pool.run(prefix, ended)
 
-    async def _look_ahead(self) -> tuple[list[Keyed], bool]:
-        """The items to fetch that are ready within AUTO_WINDOW s of the first one (at most
-        AUTO_MIN_ITEMS), and whether the input ended before that."""
-        first = await self.jobs.get()
-        if first is None:
-            return [], True
-        ahead = [first]
-        deadline = time.monotonic() + AUTO_WINDOW
-        while len(ahead) < AUTO_MIN_ITEMS:
-            try:
-                item = await asyncio.wait_for(self.jobs.get(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                return ahead, False
-            if item is None:
-                return ahead, True
-            ahead.append(item)
-        return ahead, False
-
-    async def _fetch_here(self, prefix: list[Keyed], ended: bool) -> None:
-        # aiohttp is imported here, not at the top: with fetch processes, this one never
-        # needs it (they import it once, in their fork server).
+    async def _fetch_here(self, pool: Pool | None) -> tuple[list[Keyed], bool]:
+        """Fetch in this process until the input ends, or (auto, with a `pool`) until the
+        list proves long and the pool has started: then the items not begun here are
+        returned for the pool, once every item begun here has settled (so the two never
+        exceed the limits per host together). Returns them, and whether the input ended."""
+        # aiohttp is imported here, not at the top: with fetch processes, this process
+        # needs it only for what it fetches while they start.
         from .context import Context
         from .session import make_session
         from .workers import Workers
@@ -305,24 +299,72 @@ class _Run:
                     slots=HostSlots(config.per_host),
                     gate=HostGate(spacing=config.politeness.wait,
                                   jitter=config.politeness.random_wait))
-                workers = self.fetchers = Workers(context, self.finished, on_halt=self.halt)
+                workers = Workers(context, self.finished, on_halt=self.halt)
+                self.fetchers.append(workers)
                 tasks = workers.start()
-                for item in prefix:
-                    if self.stopping:
-                        break
-                    await workers.queue.put(item)
-                if not ended:
-                    await self._pass_on(workers.queue)
+                ended = await self._pass_on(workers.queue, pool)
+                left: list[Keyed] = []
+                while not (ended or self.stopping or workers.queue.empty()):
+                    item = workers.queue.get_nowait()  # not begun here: the pool's
+                    if item is not None:
+                        left.append(item)
                 if not self.stopping:
                     await workers.end()
                 await asyncio.gather(*tasks)
+                self.fetchers.remove(workers)
+                return left, ended
             finally:
                 dirs.close()
 
-    async def _pass_on(self, queue: asyncio.Queue[Keyed | None]) -> None:
-        """What the feeder plans, to the workers' queue, until the input ends."""
-        while (item := await self.jobs.get()) is not None and not self.stopping:
-            await queue.put(item)
+    async def _pass_on(self, queue: asyncio.Queue[Keyed | None], pool: Pool | None) -> bool:
+        """What the feeder plans, to this process's workers, until the input ends (True)
+        or `pool` is ready to take over (False). The pool is started when AUTO_MIN_ITEMS
+        items to fetch come within AUTO_WINDOW s of the first (auto's rule)."""
+        jobs = self.jobs
+        deciding = pool is not None  # until the list shows whether it is long
+        seen = 0
+        deadline = 0.0
+        getting: asyncio.Task[Keyed | None] | None = None
+        try:
+            while not self.stopping:
+                if pool is not None and pool.starting is not None and pool.starting.done():
+                    pool.starting.result()  # raises what kept the processes from starting
+                    return False
+                if not jobs.empty():  # no task per item while the feeder keeps up
+                    item = jobs.get_nowait()
+                elif pool is None or pool.starting is None:
+                    item = await jobs.get()
+                else:  # wait for an item or for the pool, whichever comes first
+                    getting = asyncio.ensure_future(jobs.get())
+                    await asyncio.wait({getting, pool.starting},
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if not getting.done():
+                        getting.cancel()
+                        getting = None
+                        continue
+                    item, getting = getting.result(), None
+                if item is None:
+                    if deciding:
+                        self._chose(1)
+                    return True
+                if deciding:
+                    assert pool is not None
+                    seen += 1
+                    now = time.monotonic()
+                    if seen == 1:
+                        deadline = now + AUTO_WINDOW
+                    if now > deadline:  # the list comes slowly: one process it is
+                        deciding = False
+                        self._chose(1)
+                    elif seen >= AUTO_MIN_ITEMS:
+                        deciding = False
+                        self._chose(pool.count)
+                        pool.starting = asyncio.create_task(pool.start())
+                await queue.put(item)
+            return True
+        finally:
+            if getting is not None:
+                getting.cancel()
 
     async def finish(self, tasks: list[asyncio.Task[None]]) -> None:
         try:

@@ -30,6 +30,9 @@ from .throttle import Throttle
 from .wire import frame, receive, restored
 from .workers import Workers
 
+with contextlib.suppress(ImportError):  # the loop session.run picks: import it here, once,
+    import uvloop  # noqa: F401  # in the fork server, not in each fetch process
+
 # What the process has to say waits this long at most, so that many items' news go in
 # one frame; a write to the journal or a question goes at once. Every frame wakes the
 # main process: at 2 ms, the frames' writes took a sixth of a fetch process's time on

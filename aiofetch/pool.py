@@ -136,10 +136,10 @@ class Pool:
         self._room = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self.forks: _Forks | None = None
+        self.starting: asyncio.Task[None] | None = None  # start(), once asked for
 
-    async def run(self, prefix: Sequence[Keyed], ended: bool) -> None:
-        """Fetch `prefix`, then what comes on the owner's queue, until all is settled."""
-        self.input_done = ended
+    async def start(self) -> None:
+        """Start the fork server and the fetch processes, and give each its options."""
         config = self.owner.config
         try:
             self.forks, sockets = await _spawn(self.count)
@@ -151,6 +151,14 @@ class Pool:
             child = _Child(index + 1, reader, writer, room=2 * mine.jobs + ROOM)
             child.send(("start", portable(mine), self.events))
             self.children.append(child)
+
+    async def run(self, prefix: Sequence[Keyed], ended: bool) -> None:
+        """Once started (`starting`), fetch `prefix`, then what comes on the owner's
+        queue (unless the input has `ended`), until all is settled."""
+        assert self.starting is not None
+        await self.starting
+        assert self.forks is not None
+        self.input_done = ended
         watcher = asyncio.create_task(self.forks.listen())
         listeners = [asyncio.create_task(self._listen(child)) for child in self.children]
         tasks = list(listeners)
