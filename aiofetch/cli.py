@@ -39,7 +39,7 @@ from .errors import (
 from .sources import Item, LineError, from_args, parse_checksums, printable, read_lines
 
 if TYPE_CHECKING:
-    pass
+    from .config import Config
 
 EPILOG = """\b
 Examples:
@@ -408,6 +408,7 @@ def command(
             from .session import run
 
             output = Output(json_out, report, through=json_through(display, json_out))
+            _prepare_processes(config)
             status = run(fetch(items, config, display, output, quiet))
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")
@@ -438,6 +439,19 @@ def _stderr_is_terminal() -> bool:
 def _given(ctx: click.Context, name: str) -> bool:
     """Whether the user set `name` (on the command line or in the environment)."""
     return ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+
+
+def _prepare_processes(config: Config) -> None:
+    """A run that may use fetch processes gets their fork server now, forked off this
+    process while it has one thread and no event loop (see forks.py): a millisecond,
+    where a fresh one takes a third of a second to import what they run."""
+    from .processes import auto_processes, most_processes, usable_cores
+
+    count = config.processes or auto_processes(config, usable_cores())
+    if min(count, most_processes(config)) > 1:
+        from .forks import prepare
+
+        prepare()
 
 
 def _envvar(param: click.Parameter, ctx: click.Context) -> str | None:

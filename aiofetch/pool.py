@@ -17,10 +17,11 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import forks
 from .config import Config
 from .errors import AiofetchError, CannotWriteError, ProcessError
 from .events import EventSink
@@ -78,16 +79,19 @@ class _Child:
 
 
 class _Forks:
-    """The fork server (forks.py) and what it says of its fetch processes' ends."""
+    """The fork server of a run and what it says of its fetch processes' ends: a fork
+    server prepared by the CLI (forks.prepare), or a fresh `python -m aiofetch.forks`."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
+    def __init__(self, lines: asyncio.StreamReader, wait: Callable[[], Awaitable[object]],
+                 kill: Callable[[], None]) -> None:
+        self._lines = lines
+        self.wait = wait  # until the fork server has ended
+        self.kill = kill
         self.statuses: dict[int, int] = {}  # index -> wait status
         self._news = asyncio.Event()
 
     async def listen(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
+        async for line in self._lines:
             with contextlib.suppress(ValueError):
                 index, status = map(int, line.split())
                 self.statuses[index] = status
@@ -106,21 +110,47 @@ class _Forks:
 
 
 async def _spawn(count: int) -> tuple[_Forks, list[socket.socket]]:
-    """Start the fork server with one socket per fetch process; our ends are returned."""
+    """Start `count` fetch processes, each on a socket pair; our ends are returned."""
     pairs = [socket.socketpair() for _ in range(count)]
     theirs = [pair[1].fileno() for pair in pairs]
+    try:
+        prepared = forks.take_prepared()
+        if prepared is not None:
+            prepared.fork(theirs)
+            lines, writer = await asyncio.open_connection(sock=prepared.sock)
+
+            async def wait_prepared() -> None:
+                writer.close()  # the fork server goes once its fetch processes have
+                await asyncio.to_thread(os.waitpid, prepared.pid, 0)
+
+            def kill_prepared() -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(prepared.pid, signal.SIGKILL)
+
+            made = _Forks(lines, wait_prepared, kill_prepared)
+        else:
+            made = await _fresh_fork_server(theirs)
+    finally:
+        for _, their in pairs:
+            their.close()
+    return made, [ours for ours, _ in pairs]
+
+
+async def _fresh_fork_server(fds: list[int]) -> _Forks:
     # The package's directory first, so the new interpreter imports this very aiofetch.
     env = dict(os.environ)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-    try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aiofetch.forks", *map(str, theirs), pass_fds=theirs,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env)
-    finally:
-        for _, their in pairs:
-            their.close()
-    return _Forks(process), [ours for ours, _ in pairs]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiofetch.forks", *map(str, fds), pass_fds=fds,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=env)
+    assert process.stdout is not None
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+    return _Forks(process.stdout, process.wait, kill)
 
 
 class Pool:
@@ -322,13 +352,11 @@ class Pool:
         """Wait for the fork server, which ends when its fetch processes have; one that
         does not end when told (it should not happen) is killed."""
         assert self.forks is not None
-        process = self.forks.process
         try:
-            await asyncio.wait_for(process.wait(), 10)
+            await asyncio.wait_for(self.forks.wait(), 10)
         except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            self.forks.kill()
+            await self.forks.wait()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

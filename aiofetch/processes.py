@@ -12,11 +12,11 @@ import os
 
 from .config import Config, Politeness
 
-# auto uses several processes only when at least this many items to fetch are ready
-# within AUTO_WINDOW seconds of the first one (so a slow pipe or a short list stays in
-# one process, and never pays the start-up).
-AUTO_MIN_ITEMS = 2000
-AUTO_WINDOW = 0.1
+# auto starts fetch processes once this many items to fetch have come within
+# AUTO_WINDOW seconds of the first one (this process fetches meanwhile): a short list,
+# or a pipe that brings URLs slowly, stays in one process and never pays the start-up.
+AUTO_MIN_ITEMS = 1000
+AUTO_WINDOW = 1.0
 # auto never starts more fetch processes than this, whatever the cores.
 AUTO_MAX = 8
 
