@@ -38,12 +38,19 @@ from .events import (
     wants_transfers,
 )
 from .feed import ThreadFeed
+from .forks import is_prepared
 from .lock import DirLock
 from .models import Action, BadLine, Job, Planned, Result, Status, new_run_id
 from .naming import Claims
 from .planner import Planner
 from .pool import Pool
-from .processes import AUTO_MIN_ITEMS, AUTO_WINDOW, auto_processes, most_processes, usable_cores
+from .processes import (
+    AUTO_WINDOW,
+    auto_min_items,
+    auto_processes,
+    most_processes,
+    usable_cores,
+)
 from .registry import RunClaimStore
 from .retry import HostGate
 from .routes import Routes, load_cookies
@@ -318,9 +325,10 @@ class _Run:
 
     async def _pass_on(self, queue: asyncio.Queue[Keyed | None], pool: Pool | None) -> bool:
         """What the feeder plans, to this process's workers, until the input ends (True)
-        or `pool` is ready to take over (False). The pool is started when AUTO_MIN_ITEMS
-        items to fetch come within AUTO_WINDOW s of the first (auto's rule)."""
+        or `pool` is ready to take over (False). The pool is started when enough items
+        to fetch come within AUTO_WINDOW s of the first (auto's rule, processes.py)."""
         jobs = self.jobs
+        enough = auto_min_items(is_prepared())
         deciding = pool is not None  # until the list shows whether it is long
         seen = 0
         deadline = 0.0
@@ -356,7 +364,7 @@ class _Run:
                     if now > deadline:  # the list comes slowly: one process it is
                         deciding = False
                         self._chose(1)
-                    elif seen >= AUTO_MIN_ITEMS:
+                    elif seen >= enough:
                         deciding = False
                         self._chose(pool.count)
                         pool.starting = asyncio.create_task(pool.start())

@@ -114,6 +114,11 @@ def prepare() -> None:
     _prepared = Prepared(ours, pid)
 
 
+def is_prepared() -> bool:
+    """Whether a fork server is ready for this process's next run."""
+    return _prepared is not None
+
+
 def take_prepared() -> Prepared | None:
     """The prepared fork server, for one run (a second run makes its own)."""
     global _prepared

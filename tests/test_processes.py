@@ -23,7 +23,7 @@ from aiofetch import Config, Result, Status, download
 from aiofetch.config import RetryPolicy, Split
 from aiofetch.errors import ProcessError
 from aiofetch.events import Event, FetchProcesses, Retrying, TransferStarted
-from aiofetch.processes import AUTO_MAX, AUTO_MIN_ITEMS, most_processes, usable_cores
+from aiofetch.processes import AUTO_MAX, AUTO_MIN_ITEMS_FRESH, most_processes, usable_cores
 from aiofetch.state import State
 
 from .conftest import Serve, names, sha256
@@ -549,9 +549,10 @@ async def test_processes_report_as_one_run(serve: Serve, tmp_path: Path) -> None
 
 async def test_auto_uses_every_core_for_a_long_list(serve: Serve, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """auto with 2000 URLs ready at once: one process a usable core (within the limits);
-    stopped as soon as it has chosen, the run ends without a failure."""
-    # The window is for slow pipes; a loaded test machine may plan 2000 items slower
+    """auto with AUTO_MIN_ITEMS_FRESH URLs ready at once (an API run: no prepared fork
+    server): one process a usable core (within the limits); stopped as soon as it has
+    chosen, the run ends without a failure."""
+    # The window is for slow pipes; a loaded test machine may plan them slower
     # than the real one, and what is tested here is the choice once they are ready.
     monkeypatch.setattr("aiofetch.engine.AUTO_WINDOW", 10.0)
     server = await serve(Crowd(gather=1).app())
@@ -564,7 +565,7 @@ async def test_auto_uses_every_core_for_a_long_list(serve: Serve, tmp_path: Path
             stop.set()
 
     config = two(tmp_path, processes=None)
-    urls = [str(server.make_url(f"/f{n}")) for n in range(AUTO_MIN_ITEMS)]
+    urls = [str(server.make_url(f"/f{n}")) for n in range(AUTO_MIN_ITEMS_FRESH)]
 
     async def collect() -> list[Result]:
         return [result async for result in download(urls, config, sink=sink, stop=stop)]
