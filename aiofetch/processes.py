@@ -1,8 +1,7 @@
 """How many fetch processes a run uses, and each one's share of the run-wide limits.
 
-Pure: the cores are a parameter. The numbers behind `auto` are in the README
-("Processes"): extra processes cost about 0.25 s to start and pay back from a few
-thousand small files on.
+Pure: the cores are a parameter. The measurements behind `auto` are in the README
+("Processes") and next to the constants below.
 """
 
 from __future__ import annotations

@@ -802,7 +802,8 @@ class Measure:
 # tool, times it and takes its rusage with os.wait4, and reports to us through a pipe; its
 # own floor is about 5 MiB (`true` measures 4.9 MiB this way).
 # The whole tree: aiofetch's fetch processes are children of its fork server
-# (`python -m aiofetch.forks`), a child of aiofetch that reaps them; aiofetch waits for it,
+# (forked off the CLI, or `python -m aiofetch.forks`), a child of aiofetch that reaps them;
+# aiofetch waits for it,
 # but a tool may leave descendants behind, which wait4 on the tool alone would miss. The
 # helper makes itself a child subreaper
 # (prctl PR_SET_CHILD_SUBREAPER = 36) once the tool is forked (ctypes and signal, which
@@ -960,16 +961,24 @@ FORK_SERVER = "aiofetch.forks"  # in the fork server's command line (and its for
 def tree_role(pid: int, main: int | None, members: dict[int, int],
               cmdlines: dict[int, str]) -> str:
     """What one process of an aiofetch tree is: main (aiofetch itself), forkserver (its fork
-    server, `python -m aiofetch.forks`), fetch (a process the fork server forked: it shows
-    the server's command line) or other."""
+    server: `python -m aiofetch.forks`, or, from the CLI, a fork of aiofetch itself, so a
+    child of main with main's command line), fetch (a process the fork server forked: it
+    shows the server's command line) or other."""
+
+    def fork_server(process: int) -> bool:
+        line = cmdlines.get(process, "")
+        return FORK_SERVER in line or (
+            main is not None and members.get(process) == main
+            and line == cmdlines.get(main))
+
     if pid == main:
         return "main"
     above = members.get(pid)
     while above is not None:
-        if FORK_SERVER in cmdlines.get(above, ""):
+        if fork_server(above):
             return "fetch"
         above = members.get(above)
-    return "forkserver" if FORK_SERVER in cmdlines.get(pid, "") else "other"
+    return "forkserver" if fork_server(pid) else "other"
 
 
 @dataclass(frozen=True)
@@ -1937,8 +1946,9 @@ def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines.append(f"(MiB. procs = processes seen in the tree (aiofetch and all it started); "
                  f"fetch = fetch processes among them; main, fetch max, forksrv = "
                  f"peak RSS (VmHWM, last value sampled) of aiofetch's own process, of "
-                 f"the largest fetch process and of its fork server (python -m "
-                 f"aiofetch.forks); PSS total = the highest sum of Pss over the tree at "
+                 f"the largest fetch process and of its fork server (the CLI forks it off "
+                 f"itself; the API runs python -m aiofetch.forks); PSS total = the highest "
+                 f"sum of Pss over the tree at "
                  f"one sample, every {SAMPLE_INTERVAL * 1000:.0f} ms; wait4 max = the largest "
                  f"peak RSS of any one process, exact)")
     return lines

@@ -180,15 +180,17 @@ def test_stat_and_status_parsing() -> None:
 
 
 def test_tree_walk_and_roles() -> None:
-    """Below the helper: aiofetch (main), its fork server, the fork server's children
-    (fetch, with its command line); a fetch process re-parented stays fetch."""
-    parents = {1: 0, 10: 1, 11: 10, 12: 11, 13: 11, 14: 12, 15: 11, 20: 1, 21: 20}
+    """Below the helper: aiofetch (main), its fork server (a fresh `python -m
+    aiofetch.forks`, or the CLI's own fork: main's command line), the fork servers'
+    children (fetch, with their command line); a fetch process re-parented stays fetch."""
+    parents = {1: 0, 10: 1, 11: 10, 12: 11, 13: 11, 14: 12, 15: 11, 16: 15, 20: 1, 21: 20}
     tree = descendants(10, parents)
-    assert tree == {11: 10, 12: 11, 13: 11, 14: 12, 15: 11}
+    assert tree == {11: 10, 12: 11, 13: 11, 14: 12, 15: 11, 16: 15}
     cmdlines = {11: "aiofetch -i x", 12: FORKSERVER, 13: "sh -c something", 14: FORKSERVER,
-                15: "aiofetch -i x"}  # 15: forked by aiofetch, not exec'd yet
+                15: "aiofetch -i x", 16: "aiofetch -i x"}  # 15: the CLI's fork server
     roles = {pid: tree_role(pid, 11, tree, cmdlines) for pid in tree}
-    assert roles == {11: "main", 12: "forkserver", 13: "other", 14: "fetch", 15: "other"}
+    assert roles == {11: "main", 12: "forkserver", 13: "other", 14: "fetch",
+                     15: "forkserver", 16: "fetch"}
     assert tree_role(14, None, {14: 10, 12: 10}, cmdlines) == "forkserver"  # no history
     assert descendants(99, parents) == {}
 
