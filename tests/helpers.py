@@ -13,6 +13,12 @@ from aiohttp import web
 from aiofetch.events import Event, FetchProcesses
 
 
+def swap_every_pair(now: list[str], after: list[str], names: list[str]) -> bool:
+    """Whether every two of `names` run in opposite orders in `now` and `after`."""
+    return all((now.index(a) < now.index(b)) != (after.index(a) < after.index(b))
+               for a in names for b in names if a != b)
+
+
 def used_processes(events: list[Event]) -> int:
     """The fetch processes a run chose (its one FetchProcesses event)."""
     [count] = [event.count for event in events if isinstance(event, FetchProcesses)]
@@ -32,6 +38,30 @@ def _processes() -> dict[int, tuple[int, str]]:
             continue
         found[int(entry)] = (int(fields[1]), fields[0])
     return found
+
+
+def command_line(pid: int) -> bytes:
+    """`pid`'s command line as /proc has it (empty once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as line:
+            return line.read()
+    except OSError:
+        return b""
+
+
+def parent_of(pid: int) -> int | None:
+    """`pid`'s parent, while it lives."""
+    found = _processes().get(pid)
+    return None if found is None else found[0]
+
+
+def fork_servers(pid: int) -> list[int]:
+    """The CLI run `pid`'s own fork servers: its children with its very command line
+    (forked off it by forks.prepare, never exec'd)."""
+    table = _processes()
+    mine = command_line(pid)
+    return [child for child, (parent, state) in table.items()
+            if parent == pid and state != "Z" and command_line(child) == mine]
 
 
 def fetch_processes(pid: int) -> list[int]:

@@ -40,6 +40,7 @@ from tests.bench import (
     tool_env,
     tree_role,
 )
+from tests.helpers import swap_every_pair
 
 P1, P2, P4, AUTO = "aiofetch -p1", "aiofetch -p2", "aiofetch -p4", "aiofetch auto"
 FORKSERVER = "/usr/bin/python3 -m aiofetch.forks 8 9"
@@ -105,10 +106,7 @@ def test_aiofetch_rows_swap_order_every_round() -> None:
     for rnd in range(1, 8):
         now, after = paired_round_order(tools, rnd), paired_round_order(tools, rnd + 1)
         assert sorted(now) == sorted(tools)
-        for a in ours:
-            for b in ours:
-                if a != b:
-                    assert (now.index(a) < now.index(b)) != (after.index(a) < after.index(b))
+        assert swap_every_pair(now, after, ours)
     firsts = {paired_round_order(tools, rnd)[0] for rnd in range(1, 8)}
     assert {"curl", "wget2", "aria2c"} < firsts and len(firsts) >= 5
     assert paired_round_order(tools, 0) == tools

@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .conftest import FileSite, Serve, names, sha256
-from .helpers import Hold, fetch_processes
+from .helpers import Hold, fetch_processes, fork_servers, parent_of
 
 
 @dataclass
@@ -64,6 +64,11 @@ async def held_run(hold: Hold, processes: int, *args: str, stdin: bytes = b"") -
     try:
         await asyncio.wait_for(hold.arrived.wait(), 30)
         assert len(fetch_processes(proc.pid)) == (processes if processes > 1 else 0)
+        # With several, they come from the CLI's own fork of itself (forks.prepare, a
+        # millisecond), not from a fresh interpreter; with one, there is no fork server.
+        servers = fork_servers(proc.pid)
+        assert len(servers) == (1 if processes > 1 else 0)
+        assert all(parent_of(pid) in servers for pid in fetch_processes(proc.pid))
         hold.release.set()
         out, err = await asyncio.wait_for(talk, 120)
     finally:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -377,11 +378,10 @@ class Holding:
         return response
 
 
-async def test_a_killed_fetch_process_does_not_hang_the_run(
-        serve: Serve, tmp_path: Path) -> None:
-    """SIGKILL one of 2 fetch processes while each has transfers under way: the run ends,
-    its started items are tried again in the other one (attempts 2), every item ends ok
-    and no final name holds a partial file."""
+async def held_site(serve: Serve) -> tuple[Holding, list[str], list[str], set[int],
+                                          Callable[[Event], None]]:
+    """A Holding site with 30 files: its URLs, their keys, and a sink collecting the keys
+    of the items whose transfer started."""
     site = Holding()
     server = await serve(site.app())
     keys = [f"f{n:02}" for n in range(30)]
@@ -391,9 +391,26 @@ async def test_a_killed_fetch_process_does_not_hang_the_run(
         if isinstance(event, TransferStarted):
             started.add(event.key)
 
+    return site, [str(server.make_url(f"/{key}")) for key in keys], keys, started, sink
+
+
+async def wind_up(site: Holding, run: asyncio.Task[Any]) -> None:
+    """Release the held bodies, and cancel `run` if it still goes (a test that failed)."""
+    site.release.set()
+    if not run.done():
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+
+async def test_a_killed_fetch_process_does_not_hang_the_run(
+        serve: Serve, tmp_path: Path) -> None:
+    """SIGKILL one of 2 fetch processes while each has transfers under way: the run ends,
+    its started items are tried again in the other one (attempts 2), every item ends ok
+    and no final name holds a partial file."""
+    site, urls, keys, started, sink = await held_site(serve)
     config = two(tmp_path)
-    run = asyncio.create_task(
-        fetch([str(server.make_url(f"/{key}")) for key in keys], config, sink))
+    run = asyncio.create_task(fetch(urls, config, sink))
     try:
         # 2 transfers a process under way (each may hold 2 of --per-host 4), and the main
         # process has their news: it knows which items each one has started.
@@ -405,11 +422,7 @@ async def test_a_killed_fetch_process_does_not_hang_the_run(
         site.release.set()
         results = await run
     finally:
-        site.release.set()
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
+        await wind_up(site, run)
     assert_all_ok(results, len(keys))
     retried = {r.url.rsplit("/", 1)[1] for r in results if r.attempts >= 2}
     asked_twice = {key for key, times in site.asked.items() if times >= 2}
@@ -426,22 +439,13 @@ async def test_every_fetch_process_killed_fails_with_a_clear_error(
     """SIGKILL of both fetch processes: the run ends instead of hanging (or stops with
     ProcessError), every item reported failed with an error naming the fetch process
     and the signal, and no final name holds a partial file."""
-    site = Holding()
-    server = await serve(site.app())
-    keys = [f"f{n:02}" for n in range(30)]
-    started: set[int] = set()
-
-    def sink(event: Event) -> None:
-        if isinstance(event, TransferStarted):
-            started.add(event.key)
-
+    site, urls, keys, started, sink = await held_site(serve)
     config = two(tmp_path)
     results: list[Result] = []
     stopped = False
 
     async def collect() -> None:
-        async for result in download([str(server.make_url(f"/{key}")) for key in keys],
-                                     config, sink=sink):
+        async for result in download(urls, config, sink=sink):
             results.append(result)
 
     run = asyncio.create_task(asyncio.wait_for(collect(), 30))
@@ -459,11 +463,7 @@ async def test_every_fetch_process_killed_fails_with_a_clear_error(
             stopped = True
             assert "no fetch process is left" in str(exc)
     finally:
-        site.release.set()
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
+        await wind_up(site, run)
     assert len(results) == len(keys) or (stopped and len(results) >= 4)
     for result in results:
         assert result.status is Status.FAILED

@@ -12,7 +12,15 @@ from types import MappingProxyType
 import pytest
 
 from aiofetch.config import Config, Politeness
-from aiofetch.processes import AUTO_MAX, auto_processes, most_processes, share
+from aiofetch.processes import (
+    AUTO_MAX,
+    AUTO_MIN_ITEMS,
+    AUTO_MIN_ITEMS_FRESH,
+    auto_min_items,
+    auto_processes,
+    most_processes,
+    share,
+)
 from aiofetch.wire import portable, restored
 
 
@@ -109,3 +117,10 @@ def test_portable_keeps_absent_paths_absent() -> None:
     sent = portable(Config(use_state=False))
     assert (sent.state, sent.cookies, sent.ca_bundle, sent.cert, sent.key) == (None,) * 5
     assert sent.state_path is None and sent.dest.is_absolute()
+
+
+def test_auto_waits_for_more_items_when_its_fork_server_starts_fresh() -> None:
+    """auto's threshold: 500 items with the CLI's prepared fork server, 1,500 when a
+    fresh interpreter must import aiohttp first (an API run)."""
+    assert auto_min_items(True) == AUTO_MIN_ITEMS == 500
+    assert auto_min_items(False) == AUTO_MIN_ITEMS_FRESH == 1500
