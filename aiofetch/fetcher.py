@@ -14,6 +14,7 @@ import os
 import resource
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .context import Context
@@ -102,9 +103,7 @@ class RemoteRecords:
         self._state: State | None = None
 
     def _reader(self) -> State:
-        if self._state is None:
-            from pathlib import Path
-
+        if self._state is None:  # opened on first use: most runs resume nothing
             self._state = State.open(Path(self._path), readonly=True, live=True)
         return self._state
 
