@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -38,3 +39,18 @@ class Context:
     slots: HostSlots = field(default_factory=lambda: HostSlots(0))
     # Retry-After pauses and --wait spacing, per host.
     gate: HostGate = field(default_factory=HostGate)
+
+    @classmethod
+    def for_run(cls, config: Config, session: aiohttp.ClientSession, root_fd: int,
+                name: Namer, sink: EventSink, state: PartRecords | None,
+                cookies: http.cookiejar.CookieJar | None, dirs: Dirs, *,
+                on_pause: Callable[[str, float], None] | None = None) -> Context:
+        """The context of one process's workers, its limits made from `config` (in a
+        fetch process, that process's share of them)."""
+        politeness = config.politeness
+        return cls(config, session, root_fd, name, sink, state,
+                   Throttle(config.rate_limit) if config.rate_limit else None,
+                   Routes(config.proxy, cookies), dirs,
+                   slots=HostSlots(config.per_host),
+                   gate=HostGate(spacing=politeness.wait, jitter=politeness.random_wait,
+                                 on_pause=on_pause))

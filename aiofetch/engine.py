@@ -52,13 +52,10 @@ from .processes import (
     usable_cores,
 )
 from .registry import RunClaimStore
-from .retry import HostGate
-from .routes import Routes, load_cookies
-from .slots import HostSlots
+from .routes import load_cookies
 from .sources import parse_line
 from .state import BATCH_SECONDS, State, Validators
 from .storage import Dirs, open_root
-from .throttle import Throttle
 
 if TYPE_CHECKING:
     from .workers import Keyed, Workers
@@ -141,7 +138,6 @@ class _Run:
         self.keys = itertools.count()
         self.feeder: asyncio.Task[None] | None = None
         self.fetchers: list[Workers | Pool] = []  # this process's workers, the pool
-        self.processes = 0  # fetch processes chosen (1: this one)
         self.stopping = False
         self.halted: AiofetchError | None = None
 
@@ -281,7 +277,6 @@ class _Run:
         await pool.run(left, ended)
 
     def _chose(self, count: int) -> None:
-        self.processes = count
         self.sink(FetchProcesses(count))
 
     async def _fetch_here(self, pool: Pool | None) -> tuple[list[Keyed], bool]:
@@ -299,13 +294,8 @@ class _Run:
         async with make_session(config) as session:
             dirs = Dirs(self.root_fd)
             try:
-                context = Context(
-                    config, session, self.root_fd, self.name, self.sink, self.state,
-                    Throttle(config.rate_limit) if config.rate_limit else None,
-                    Routes(config.proxy, self.cookies), dirs,
-                    slots=HostSlots(config.per_host),
-                    gate=HostGate(spacing=config.politeness.wait,
-                                  jitter=config.politeness.random_wait))
+                context = Context.for_run(config, session, self.root_fd, self.name,
+                                          self.sink, self.state, self.cookies, dirs)
                 workers = Workers(context, self.finished, on_halt=self.halt)
                 self.fetchers.append(workers)
                 tasks = workers.start()

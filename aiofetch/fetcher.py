@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import resource
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +21,10 @@ from .errors import CannotWriteError
 from .events import Event, TransferAdvanced, discard
 from .models import Result
 from .retry import HostGate
-from .routes import Routes, load_cookies
+from .routes import load_cookies
 from .session import make_session, run
-from .slots import HostSlots
 from .state import State, Validators
 from .storage import Dirs, open_root
-from .throttle import Throttle
 from .wire import frame, receive, restored
 from .workers import Workers
 
@@ -189,15 +186,11 @@ async def _serve(sock: socket.socket) -> None:
         async with make_session(config) as session:
             dirs = Dirs(root_fd)
             resources.callback(dirs.close)
-            gate = HostGate(spacing=config.politeness.wait,
-                            jitter=config.politeness.random_wait,
-                            on_pause=lambda host, seconds: outbox.add(
-                                ("pause", host, seconds), urgent=True))
-            context = Context(
+            context = Context.for_run(
                 config, session, root_fd, namer, outbox.event if events else discard,
-                records, Throttle(config.rate_limit) if config.rate_limit else None,
-                Routes(config.proxy, cookies), dirs,
-                slots=HostSlots(config.per_host), gate=gate)
+                records, cookies, dirs,
+                on_pause=lambda host, seconds: outbox.add(("pause", host, seconds),
+                                                          urgent=True))
 
             async def settled(key: int, result: Result, record: bool,
                               validators: Validators | None) -> None:
@@ -209,7 +202,7 @@ async def _serve(sock: socket.socket) -> None:
             workers = Workers(context, settled, on_halt=halt,
                               on_begin=lambda key: outbox.add(("begin", key)), queue_size=0)
             tasks = workers.start()
-            listener = asyncio.create_task(_listen(reader, workers, gate, namer, outbox))
+            listener = asyncio.create_task(_listen(reader, workers, context.gate, namer, outbox))
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -217,8 +210,7 @@ async def _serve(sock: socket.socket) -> None:
                 sender.cancel()
                 await outbox.flush()
                 if not outbox.closed:
-                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                    writer.write(frame(("bye", peak)))
+                    writer.write(frame(("bye",)))
                     with contextlib.suppress(ConnectionError):
                         await writer.drain()
                 writer.close()

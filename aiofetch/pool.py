@@ -67,7 +67,6 @@ class _Child:
     begun: set[int] = field(default_factory=set)
     alive: bool = True
     ended: bool = False  # told "end" or "stop": sends nothing more
-    peak_rss_kib: int | None = None
 
     @property
     def free(self) -> int:
@@ -223,11 +222,6 @@ class Pool:
                 child.ended = True
                 child.send(("stop",))
 
-    @property
-    def peak_rss_kib(self) -> list[int | None]:
-        """Each fetch process's peak RSS, as it reported at its end."""
-        return [child.peak_rss_kib for child in self.children]
-
     async def _dispatch(self, pending: deque[Keyed]) -> None:
         jobs = self.owner.jobs
         while True:
@@ -271,9 +265,14 @@ class Pool:
             child.outstanding[key] = planned
         child.send(("items", batch))
 
+    @property
+    def settled(self) -> bool:
+        """The input is done and every item dealt out has settled."""
+        return self.input_done and not any(child.outstanding for child in self.children)
+
     def _end_if_done(self) -> None:
-        """Once the input is done and every item has settled, the processes may go."""
-        if not self.input_done or any(child.outstanding for child in self.children):
+        """Once everything has settled, the processes may go."""
+        if not self.settled:
             return
         for child in self.children:
             if not child.ended:
@@ -286,7 +285,6 @@ class Pool:
                 for entry in message[1]:
                     await self._take(child, entry)
             elif message[0] == "bye":
-                child.peak_rss_kib = message[1]
                 break
         else:
             await self._lost(child)
@@ -339,14 +337,10 @@ class Pool:
         child.begun.clear()
         for index, item in enumerate(again):
             self._give(survivors[index % len(survivors)], [item])
-        if not survivors and not self.stopping and not self.input_done_and_settled:
+        if not survivors and not self.stopping and not self.settled:
             self.owner.halt(ProcessError(f"stopping: {reason}, and no fetch process is left"))
         self._room.set()
         self._end_if_done()
-
-    @property
-    def input_done_and_settled(self) -> bool:
-        return self.input_done and not any(child.outstanding for child in self.children)
 
     async def _reap(self, watcher: asyncio.Task[None]) -> None:
         """Wait for the fork server, which ends when its fetch processes have; one that

@@ -10,7 +10,7 @@ Main -> fetch process:
     ("named", request, path)           the answer to a "claim"
 Fetch process -> main:
     ("out", [entry, ...])              what happened since the last frame, in order
-    ("bye", peak_rss_kib)              done; nothing more comes
+    ("bye",)                           done; nothing more comes
 with entries
     ("begin", key)                     the item left the queue and started
     ("event", Event)                   for the progress display
