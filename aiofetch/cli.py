@@ -19,8 +19,11 @@ from click.core import ParameterSource
 
 from . import __version__
 from .config import (
+    DASK_INSTALL,
     DEFAULT_USER_AGENT,
     MAX_SPLIT,
+    dask_installed,
+    parse_dask,
     parse_max_size,
     parse_min_split,
     parse_processes,
@@ -226,6 +229,11 @@ def _load_checksums(stream: IO[bytes] | None) -> dict[str, str]:
               show_default=True, metavar="N|auto",
               help="Fetch processes for the run (1: this one only). auto uses one per core "
               "once the list is long enough to pay for starting them (see README).")
+@click.option("--dask", "dask", type=ParsedType("Dask address", parse_dask), default=None,
+              metavar="ADDRESS",
+              help="Run the fetches as tasks on a Dask cluster: a scheduler's address "
+              "(tcp://HOST:8786) or local[:N] for N worker processes started for the run. "
+              "DIR must be shared with every worker. Needs: pip install 'aiofetch[dask]'.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, metavar="SECONDS", help="Time allowed to connect.")
 @click.option("--read-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
@@ -312,6 +320,7 @@ def command(
     split: int,
     min_split_size: int,
     processes: int | None,
+    dask: str | None,
     connect_timeout: float,
     read_timeout: float,
     max_redirects: int,
@@ -362,6 +371,11 @@ def command(
         raise click.UsageError("-c/--continue contradicts --no-resume")
     if key is not None and cert is None:
         raise click.UsageError("--key needs --cert (the certificate it belongs to)")
+    if dask is not None and _given(ctx, "processes"):
+        raise click.UsageError("--processes and --dask do not go together: each Dask "
+                               "worker is one fetch process")
+    if dask is not None and not dry_run and not dask_installed():
+        raise click.UsageError(DASK_INSTALL)
     config = Config(
         dest=dest_dir,
         layout="tree" if layout == "tree" else "flat",
@@ -374,6 +388,7 @@ def command(
         per_host=per_host,
         split=Split(connections=split, min_size=min_split_size),
         processes=processes,
+        dask=dask,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_redirects=max_redirects,
@@ -408,7 +423,8 @@ def command(
             from .session import run
 
             output = Output(json_out, report, through=json_through(display, json_out))
-            _prepare_processes(config)
+            if dask is None:
+                _prepare_processes(config)
             status = run(fetch(items, config, display, output, quiet))
     except UsageError as exc:
         display.print(f"aiofetch: error: {exc}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import urllib.parse
@@ -112,6 +113,9 @@ class Config:
     rate_limit: int | None = None
     # Fetch processes for the run (--processes): None chooses (see processes.py).
     processes: int | None = None
+    # --dask: run the fetches on a Dask cluster, a scheduler's address (tcp://HOST:8786)
+    # or local[:N] for a cluster of N worker processes started for the run (cluster.py).
+    dask: str | None = None
     # Most bytes written in one go (one writev of the socket's buffers, in one thread
     # hop) while a body streams.
     chunk_size: int = 256 * 1024
@@ -212,6 +216,42 @@ def parse_processes(text: str) -> int | None:
     if not value.isascii() or not value.isdigit() or int(value) < 1:
         raise ValueError(f"{text!r} is not a count of at least 1, or auto")
     return int(value)
+
+
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+DASK_INSTALL = "--dask needs the dask extra: pip install 'aiofetch[dask]'"
+
+
+def dask_installed() -> bool:
+    """Whether Dask's distributed can be imported (the `dask` extra), without importing
+    it (a third of a second)."""
+    try:
+        return importlib.util.find_spec("distributed") is not None
+    except (ImportError, ValueError):  # a module hidden by sys.modules[name] = None
+        return False
+
+
+def parse_dask(text: str) -> str:
+    """--dask: a scheduler's address (SCHEME://HOST:PORT) or `local[:N]` (N >= 1)."""
+    value = text.strip()
+    if value == "local" or value.startswith("local:"):
+        if local_workers(value) == 0:
+            raise ValueError(f"{text!r}: local:N needs a count of at least 1")
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in DASK_SCHEMES or not rest.strip("/"):
+        raise ValueError(f"{text!r} is not a Dask scheduler address (tcp://HOST:8786) "
+                         "or local[:N]")
+    return value
+
+
+def local_workers(address: str) -> int | None:
+    """The N of `local:N` (0 when it is no count), None for `local` (one per core)
+    and for a scheduler's address."""
+    if address == "local" or not address.startswith("local:"):
+        return None
+    count = address.removeprefix("local:")
+    return int(count) if count.isascii() and count.isdigit() else 0
 
 
 def parse_user(text: str) -> tuple[str, str]:

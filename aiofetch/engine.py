@@ -58,6 +58,8 @@ from .state import BATCH_SECONDS, State, Validators
 from .storage import Dirs, open_root
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .task import PartRecord
     from .workers import Keyed, Workers
 
 Cookies = http.cookiejar.CookieJar
@@ -137,7 +139,8 @@ class _Run:
         self.results: asyncio.Queue[object] = asyncio.Queue(maxsize=min(4 * config.jobs, 32))
         self.keys = itertools.count()
         self.feeder: asyncio.Task[None] | None = None
-        self.fetchers: list[Workers | Pool] = []  # this process's workers, the pool
+        # This process's workers, the pool, or the cluster: what stop() tells.
+        self.fetchers: list[Workers | Pool | Cluster] = []
         self.stopping = False
         self.halted: AiofetchError | None = None
 
@@ -243,6 +246,21 @@ class _Run:
             with contextlib.suppress(StateError):
                 getattr(self.state, method)(*args)
 
+    def part_records(self, pairs: Iterable[tuple[str, str]]) -> dict[str, PartRecord]:
+        """What the journal holds of these (path, url) `.part` files, for a cluster's
+        workers, which cannot read it: {path: (url, validators, ranges)}."""
+        state = self.state
+        records: dict[str, PartRecord] = {}
+        if state is None:
+            return records
+        with contextlib.suppress(StateError):
+            for path, url in pairs:
+                owner = state.part_owner(path)
+                if owner is not None:
+                    records[path] = (owner, state.part_validators(path, owner),
+                                     state.part_ranges(path, owner) if owner == url else None)
+        return records
+
     def claim(self, url: str, name: str, line: str) -> str:
         """The path for a name a response gave (--content-disposition)."""
         return self.planner.claims.claim(url, name, line)[0]
@@ -255,6 +273,13 @@ class _Run:
         (--processes N), or (auto) here at once, and in fetch processes once the list
         proves long and they are ready: they take over what has not begun here."""
         config = self.config
+        if config.dask is not None:
+            from .cluster import Cluster
+
+            cluster = Cluster(self, config.dask, events=wants_transfers(self.sink))
+            self.fetchers.append(cluster)
+            await cluster.run()
+            return
         count = config.processes
         auto = count is None
         if count is None:

@@ -12,13 +12,15 @@ import contextlib
 import itertools
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import Config
 from .context import Context
 from .errors import CannotWriteError
 from .events import Event, TransferAdvanced, discard
+from .journal import PartRecords
 from .models import Result
 from .retry import HostGate
 from .routes import load_cookies
@@ -39,11 +41,14 @@ FLUSH_AFTER = 0.01
 
 
 class Outbox:
-    """What this process tells the main process, in order, a frame at a time.
-    Progress bytes of one item between two frames go as one event."""
+    """What this process tells the main process (or a Dask worker the run's owner), in
+    order, a frame at a time. Progress bytes of one item between two frames go as one
+    event."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self, send: Callable[[list[tuple[Any, ...]]], Awaitable[None]], *,
+                 after: float = 0.0) -> None:
+        self._send = send  # one frame of entries (to the main process, or the owner)
+        self._after = after or FLUSH_AFTER
         self._entries: list[tuple[Any, ...]] = []
         self._advanced: dict[int, int] = {}
         self._ready = asyncio.Event()
@@ -70,11 +75,11 @@ class Outbox:
         self._advanced.clear()
 
     async def send_all(self) -> None:
-        """Send what waits, batching for FLUSH_AFTER, until cancelled."""
+        """Send what waits, batching for FLUSH_AFTER (or `after`), until cancelled."""
         while True:
             await self._ready.wait()
             if not self._urgent:
-                await asyncio.sleep(FLUSH_AFTER)
+                await asyncio.sleep(self._after)
             await self.flush()
 
     async def flush(self) -> None:
@@ -85,9 +90,7 @@ class Outbox:
         if not self._entries or self.closed:
             return
         entries, self._entries = self._entries, []
-        self._writer.write(frame(("out", entries)))
-        with contextlib.suppress(ConnectionError):
-            await self._writer.drain()
+        await self._send(entries)
 
 
 class RemoteRecords:
@@ -130,28 +133,33 @@ class RemoteRecords:
         self._outbox.add(("journal", "forget_part", (path,)))
 
 
-class RemoteNamer:
-    """--content-disposition names: the claims are the main process's, so ask it."""
+class Questions:
+    """What a fetch process must ask the run's owner: a --content-disposition name (the
+    claims are the owner's), and on a Dask worker, the records of `.part` files it did
+    not expect. Each question is an outbox entry; its answer comes back by number."""
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
         self._numbers = itertools.count()
-        self._waiting: dict[int, asyncio.Future[str]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
 
-    async def __call__(self, url: str, name: str, line: str) -> str:
+    async def ask(self, kind: str, *args: Any) -> Any:
         number = next(self._numbers)
         answer = self._waiting[number] = asyncio.get_running_loop().create_future()
-        self._outbox.add(("claim", number, url, name, line), urgent=True)
+        self._outbox.add((kind, number, *args), urgent=True)
         try:
-            path: str = await answer
-            return path
+            return await answer
         finally:
             self._waiting.pop(number, None)
 
-    def answer(self, number: int, path: str) -> None:
+    async def name(self, url: str, name: str, line: str) -> str:
+        path: str = await self.ask("claim", url, name, line)
+        return path
+
+    def answer(self, number: int, value: Any) -> None:
         waiting = self._waiting.get(number)
         if waiting is not None and not waiting.done():
-            waiting.set_result(path)
+            waiting.set_result(value)
 
 
 def main(fd: int) -> None:
@@ -171,53 +179,76 @@ async def _serve(sock: socket.socket) -> None:
         return  # the main process is gone already
     _, portable_config, events = start
     config = restored(portable_config)
-    outbox = Outbox(writer)
+
+    async def send(entries: list[tuple[Any, ...]]) -> None:
+        writer.write(frame(("out", entries)))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    outbox = Outbox(send)
     sender = asyncio.create_task(outbox.send_all())
-    root_fd = open_root(config.dest)
     records = (RemoteRecords(config.state_path, outbox)
                if config.state_path is not None else None)
-    namer = RemoteNamer(outbox)
+    questions = Questions(outbox)
+    try:
+        async with fetch_side(config, outbox, records, questions, events=events) as workers:
+            tasks = workers.start()
+            listener = asyncio.create_task(
+                _listen(reader, workers, workers.context.gate, questions, outbox))
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                listener.cancel()
+        await outbox.flush()
+        if not outbox.closed:  # no goodbye after a failure: the main process sees EOF
+            writer.write(frame(("bye",)))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+    finally:
+        if records is not None:
+            records.close()
+        sender.cancel()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def fetch_side(config: Config, outbox: Outbox, records: PartRecords | None,
+                     questions: Questions, *, events: bool,
+                     on_settled: Callable[[tuple[Any, ...]], None] | None = None,
+                     ) -> AsyncIterator[Workers]:
+    """The workers of a fetch process (or of a run on one Dask worker), with their
+    session, DIR and limits, telling the owner everything through `outbox`; each
+    settled item's "done" entry also goes to `on_settled`."""
+    root_fd = open_root(config.dest)
     resources = contextlib.ExitStack()
     resources.callback(os.close, root_fd)
-    if records is not None:
-        resources.callback(records.close)
     with resources:
         cookies = load_cookies(config.cookies) if config.cookies is not None else None
         async with make_session(config) as session:
             dirs = Dirs(root_fd)
             resources.callback(dirs.close)
             context = Context.for_run(
-                config, session, root_fd, namer, outbox.event if events else discard,
+                config, session, root_fd, questions.name, outbox.event if events else discard,
                 records, cookies, dirs,
                 on_pause=lambda host, seconds: outbox.add(("pause", host, seconds),
                                                           urgent=True))
 
             async def settled(key: int, result: Result, record: bool,
                               validators: Validators | None) -> None:
-                outbox.add(("done", key, result, record, validators))
+                entry = ("done", key, result, record, validators)
+                outbox.add(entry)
+                if on_settled is not None:
+                    on_settled(entry)
 
             def halt(error: CannotWriteError) -> None:
                 outbox.add(("halt", str(error)), urgent=True)
 
-            workers = Workers(context, settled, on_halt=halt,
-                              on_begin=lambda key: outbox.add(("begin", key)), queue_size=0)
-            tasks = workers.start()
-            listener = asyncio.create_task(_listen(reader, workers, context.gate, namer, outbox))
-            try:
-                await asyncio.gather(*tasks)
-            finally:
-                listener.cancel()
-                sender.cancel()
-                await outbox.flush()
-                if not outbox.closed:
-                    writer.write(frame(("bye",)))
-                    with contextlib.suppress(ConnectionError):
-                        await writer.drain()
-                writer.close()
+            yield Workers(context, settled, on_halt=halt,
+                          on_begin=lambda key: outbox.add(("begin", key)), queue_size=0)
 
 
 async def _listen(reader: asyncio.StreamReader, workers: Workers, gate: HostGate,
-                  namer: RemoteNamer, outbox: Outbox) -> None:
+                  questions: Questions, outbox: Outbox) -> None:
     """Take the main process's messages; its end closing (killed, or gone at once on a
     second Ctrl-C) stops everything here too: nothing new starts, in-flight `.part`
     files are kept for the next run."""
@@ -230,7 +261,7 @@ async def _listen(reader: asyncio.StreamReader, workers: Workers, gate: HostGate
         elif kind == "pause":
             gate.hold(message[1], message[2])
         elif kind == "named":
-            namer.answer(message[1], message[2])
+            questions.answer(message[1], message[2])
         elif kind == "end":
             await workers.end()
         elif kind == "stop":

@@ -48,5 +48,6 @@ class DirLock:
 
 
 def _read_pid(fd: int) -> int | None:
-    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    return int(text) if text.isdigit() else None
+    words = os.pread(fd, 32, 0).decode("ascii", "replace").split()
+    # The PID is the first line; a --dask run adds its probe line below it.
+    return int(words[0]) if words and words[0].isdigit() else None

@@ -229,16 +229,9 @@ class Pool:
                 if self.input_done:
                     self._end_if_done()
                     return
-                first = await jobs.get()
-                while first is not None:
-                    pending.append(first)
-                    if len(pending) >= BATCH or jobs.empty():
-                        break
-                    first = jobs.get_nowait()
-                if first is None:
-                    self.input_done = True
-                    if not pending:
-                        continue
+                self.input_done = await gather_batch(jobs, pending)
+                if not pending:
+                    continue
             child = await self._roomiest()
             if child is None:
                 return  # every process died: _lost has failed what was left
@@ -354,6 +347,18 @@ class Pool:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def gather_batch(jobs: asyncio.Queue[Keyed | None], pending: deque[Keyed]) -> bool:
+    """Move what the owner's queue holds into `pending`: at least one item (waiting for
+    it), at most BATCH. Returns True once the queue's end (None) has come."""
+    item = await jobs.get()
+    while item is not None:
+        pending.append(item)
+        if len(pending) >= BATCH or jobs.empty():
+            return False
+        item = jobs.get_nowait()
+    return True
 
 
 def _failed(planned: Planned, reason: str) -> Result:
