@@ -109,7 +109,7 @@ class Cluster:
                         places={address: index for index, address in enumerate(self.workers)},
                         events=self.events)
             client.subscribe_topic(TOPIC, self._heard)
-            stack.callback(client.unsubscribe_topic, TOPIC)
+            stack.push_async_callback(self._unsubscribe, client)
             consumer = asyncio.create_task(self._consume())
             watcher = asyncio.create_task(self._watch(client))
             self.owner.sink(FetchProcesses(len(self.workers)))
@@ -131,10 +131,15 @@ class Cluster:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _unsubscribe(self, client: Client) -> None:
+        if self.broken is None:
+            with contextlib.suppress(Exception):  # gone meanwhile: nothing to undo
+                client.unsubscribe_topic(TOPIC)
+
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Client:
         distributed: Any = importlib.import_module("distributed")
 
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # we say what matters
+        _quiet(logging.getLogger("distributed"))  # we say what matters, in one line
         count = local_workers(self.address)
         try:
             if self.address == "local" or count is not None:
@@ -272,14 +277,15 @@ class Cluster:
     async def _await(self, future: Any) -> None:
         """A batch's task: its entries, or what became of it."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
             entries = await future
-        except asyncio.CancelledError:
-            if self._client is not None and self._client.status != "running":
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost":
                 self._lose(f"lost the Dask scheduler at {self.address}")
             elif not self.stopping:
-                self._fail(future, "its Dask task was cancelled")
+                self._fail(future, f"its Dask task was cancelled ({exc.reason})")
         except KilledWorker as exc:
             self._fail(future, f"the Dask workers fetching it died ({exc})")
         except Exception as exc:  # noqa: BLE001  # a task's error fails its items
@@ -395,6 +401,16 @@ class Cluster:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _quiet(logger: logging.Logger) -> None:
+    """No log lines from `logger` and those below it (distributed sets some levels of
+    its own, which a parent's level does not override)."""
+    logger.setLevel(logging.CRITICAL)
+    prefix = logger.name + "."
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(prefix):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _ended(planned: Planned, status: Status, error: str) -> Result:

@@ -39,6 +39,8 @@ TOPIC = "aiofetch"
 EVENTS_AFTER = 0.05
 # A site whose owner went quiet (no batch, no word) for this long closes itself.
 IDLE = 600.0
+# How often a site looks at its worker's state.
+WATCH_EVERY = 0.5
 
 # A .part record as the owner's journal holds it: (url, validators, (total, ranges)).
 PartRecord = tuple[str, Validators | None, tuple[int, tuple[tuple[int, int], ...]] | None]
@@ -272,12 +274,18 @@ class Site:
             await outbox.flush()
 
     async def _until_closed(self) -> None:
+        """Until the owner closes the site; or, on its own: the worker is closing (it
+        lost the scheduler: stop, keeping the `.part` files, so nothing writes in DIR
+        after the owner has ended the run), or the owner went quiet for IDLE s."""
         loop = asyncio.get_running_loop()
         while not self._closing.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), 10)
+                await asyncio.wait_for(self._closing.wait(), WATCH_EVERY)
+            if getattr(self.worker.status, "name", "running") not in ("running", "paused"):
+                self._stop()
+                return
             if not self._waiting and loop.time() - self._touched > IDLE:
-                return  # the owner is gone without a word
+                return
 
     async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
                      ) -> list[tuple[Any, ...]]:
