@@ -275,32 +275,35 @@ class Cluster:
             self._spawn(self._await(future))
 
     async def _await(self, future: Any) -> None:
-        """A batch's task: its entries, or what became of it."""
+        """A batch's task, to its end. Its items' results came as events, before it
+        ended: no result is fetched from the worker, only an error's description."""
         from distributed import KilledWorker
         from distributed.client import FutureCancelledError
 
         try:
-            entries = await future
+            error = await future.exception()
+            if future.status == "cancelled":
+                await future  # raises FutureCancelledError, with the reason
         except FutureCancelledError as exc:
             if exc.reason == "scheduler-connection-lost":
                 self._lose(f"lost the Dask scheduler at {self.address}")
             elif not self.stopping:
                 self._fail(future, f"its Dask task was cancelled ({exc.reason})")
-        except KilledWorker as exc:
-            self._fail(future, f"the Dask workers fetching it died ({exc})")
-        except Exception as exc:  # noqa: BLE001  # a task's error fails its items
-            self._fail(future, f"its Dask task failed: {type(exc).__name__}: {exc}")
         else:
-            self._news.put_nowait(("", entries))
+            if isinstance(error, KilledWorker):
+                self._fail(future, f"the Dask workers fetching it died ({error})")
+            elif error is not None:
+                self._fail(future, f"its Dask task failed: {type(error).__name__}: {error}")
+            elif not self.stopping:
+                self._fail(future, "its Dask task ended without settling it")  # not expected
         finally:
             self._in_flight.pop(future, None)
             self._changed.set()
 
     def _fail(self, future: Any, reason: str) -> None:
-        keys = [key for key in self._in_flight.get(future, ()) if key in self.outstanding]
-        self._news.put_nowait(("", [
-            ("done", key, _ended(self.outstanding[key], Status.FAILED, reason), True, None)
-            for key in keys]))
+        """The items of `future`'s batch not settled (once the news before its end are
+        taken) fail with `reason`."""
+        self._news.put_nowait(("", [("fail", self._in_flight.get(future, []), reason)]))
 
     def _lose(self, why: str) -> None:
         if self.broken is None:
@@ -352,6 +355,12 @@ class Cluster:
         if kind == "done":
             _, key, result, record, validators = entry
             await self._settle(key, result, record, validators)
+        elif kind == "fail":
+            _, keys, reason = entry
+            for key in keys:
+                planned = self.outstanding.get(key)
+                if planned is not None:
+                    await self._settle(key, _ended(planned, Status.FAILED, reason), True, None)
         elif kind == "event":
             key = getattr(entry[1], "key", None)
             if key is None or key in self.outstanding:  # not an item settled already

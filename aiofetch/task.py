@@ -58,10 +58,11 @@ class Spec:
     version: str = __version__
 
 
-def fetch_batch(spec: Spec, batch: list[Keyed],
-                records: dict[str, PartRecord]) -> list[tuple[Any, ...]]:
-    """A Dask task: fetch `batch` on this worker's site for the run; returns the
-    "done" entries of the items that settled (all of them, unless the run stopped)."""
+def fetch_batch(spec: Spec, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
+    """A Dask task: fetch `batch` on this worker's site for the run; returns how many
+    of its items settled (all, unless the run stopped). Their "done" entries went to
+    the owner as events, ahead of the task's end (one stream, in order): the owner
+    never fetches a result."""
     from distributed import get_worker
 
     worker = get_worker()
@@ -178,7 +179,7 @@ class _Batch:
 
     def __init__(self, keys: set[int]) -> None:
         self.keys = keys
-        self.entries: list[tuple[Any, ...]] = []
+        self.settled = 0
         self.done = asyncio.Event()
         if not keys:
             self.done.set()
@@ -213,8 +214,7 @@ class Site:
 
     # --- from other threads ---
 
-    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
-              ) -> list[tuple[Any, ...]]:
+    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(self._fetch(batch, records),
                                                 self._loop).result()
@@ -227,7 +227,7 @@ class Site:
     # --- on the site's loop ---
 
     def _main(self) -> None:
-        from .session import run
+        from .loop import run
 
         try:
             run(self._serve())
@@ -287,11 +287,10 @@ class Site:
             if not self._waiting and loop.time() - self._touched > IDLE:
                 return
 
-    async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
-                     ) -> list[tuple[Any, ...]]:
+    async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
         self._touched = asyncio.get_running_loop().time()
         if self.stopped or self._closing.is_set():
-            return []  # interrupted: what never started gets no report line
+            return 0  # interrupted: what never started gets no report line
         self._records.add(records)
         batch = await self._resumable(batch, records)
         waiting = _Batch({key for key, _ in batch})
@@ -303,7 +302,7 @@ class Site:
         await waiting.done.wait()
         await self._outbox.flush()
         self._touched = asyncio.get_running_loop().time()
-        return waiting.entries
+        return waiting.settled
 
     async def _resumable(self, batch: list[Keyed], shipped: dict[str, PartRecord],
                          ) -> list[Keyed]:
@@ -340,7 +339,7 @@ class Site:
     def _settled(self, entry: tuple[Any, ...]) -> None:
         waiting = self._waiting.pop(entry[1], None)
         if waiting is not None:
-            waiting.entries.append(entry)
+            waiting.settled += 1
             waiting.keys.discard(entry[1])
             if not waiting.keys:
                 waiting.done.set()
