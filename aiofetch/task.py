@@ -67,7 +67,7 @@ def fetch_batch(spec: Spec, batch: list[Keyed], records: dict[str, PartRecord]) 
 
     worker = get_worker()
     site = _site(spec, worker)
-    return site.fetch(batch, records)
+    return site.fetch(batch, records, worker.get_current_task())
 
 
 _sites: dict[str, Site] = {}
@@ -177,8 +177,9 @@ class ShippedRecords:
 class _Batch:
     """One task's items, until each has settled."""
 
-    def __init__(self, keys: set[int]) -> None:
+    def __init__(self, keys: set[int], task: Any) -> None:
         self.keys = keys
+        self.task = task  # its Dask key
         self.settled = 0
         self.done = asyncio.Event()
         if not keys:
@@ -214,9 +215,9 @@ class Site:
 
     # --- from other threads ---
 
-    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
+    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord], task: Any) -> int:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._fetch(batch, records),
+        return asyncio.run_coroutine_threadsafe(self._fetch(batch, records, task),
                                                 self._loop).result()
 
     def call(self, method: str, *args: Any) -> None:
@@ -275,25 +276,38 @@ class Site:
 
     async def _until_closed(self) -> None:
         """Until the owner closes the site; or, on its own: the worker is closing (it
-        lost the scheduler: stop, keeping the `.part` files, so nothing writes in DIR
-        after the owner has ended the run), or the owner went quiet for IDLE s."""
+        lost the scheduler) or the scheduler dropped a batch (the owner is gone): stop,
+        keeping the `.part` files, so nothing writes in DIR once the owner has ended
+        the run; or the owner went quiet for IDLE s."""
         loop = asyncio.get_running_loop()
         while not self._closing.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), WATCH_EVERY)
-            if getattr(self.worker.status, "name", "running") not in ("running", "paused"):
+            if (getattr(self.worker.status, "name", "running") not in ("running", "paused")
+                    or not self._wanted()):
                 self._stop()
                 return
             if not self._waiting and loop.time() - self._touched > IDLE:
                 return
 
-    async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
+    def _wanted(self) -> bool:
+        """Whether the scheduler still wants every batch this site runs: it forgets
+        them when the owner is gone (killed, or out at once on a second Ctrl-C)."""
+        tasks = self.worker.state.tasks
+        for waiting in set(self._waiting.values()):
+            state = tasks.get(waiting.task)
+            if state is None or state.state in ("cancelled", "released", "forgotten"):
+                return False
+        return True
+
+    async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
+                     task: Any) -> int:
         self._touched = asyncio.get_running_loop().time()
         if self.stopped or self._closing.is_set():
             return 0  # interrupted: what never started gets no report line
         self._records.add(records)
         batch = await self._resumable(batch, records)
-        waiting = _Batch({key for key, _ in batch})
+        waiting = _Batch({key for key, _ in batch}, task)
         for key, _ in batch:
             self._waiting[key] = waiting
         queue: asyncio.Queue[Keyed | None] = self._workers.queue
