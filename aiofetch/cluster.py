@@ -260,6 +260,14 @@ class Cluster:
                 self._changed.clear()
                 await self._changed.wait()
             free = slots - len(self._in_flight)
+            # Full batches while the input keeps ahead (each task costs the scheduler a
+            # few ms); what is left at the end is shared among the free slots.
+            while not self.input_done and len(pending) < BATCH * free and not jobs.empty():
+                item = jobs.get_nowait()
+                if item is None:
+                    self.input_done = True
+                else:
+                    pending.append(item)
             take = min(BATCH, -(-len(pending) // free))
             batch = [pending.popleft() for _ in range(take)]
             for key, planned in batch:
