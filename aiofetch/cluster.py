@@ -410,9 +410,17 @@ class Cluster:
         if self._client is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._client.run(
-                getattr(task, what), self.owner.id, *args, workers=workers or self.workers,
-                on_error="ignore"), 10)
+            targets = workers or await self._alive(self._client)
+            if targets:
+                await asyncio.wait_for(self._client.run(
+                    getattr(task, what), self.owner.id, *args, workers=targets,
+                    on_error="ignore"), 10)
+
+    async def _alive(self, client: Client) -> list[str]:
+        """The run's workers the scheduler still has: its broadcast to one that died
+        waits for the connect timeout (the run's end waited 10 s after a worker died)."""
+        info = await asyncio.wait_for(client.scheduler.identity(), 10)
+        return [address for address in self.workers if address in info.get("workers", {})]
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
