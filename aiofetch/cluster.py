@@ -32,7 +32,7 @@ from .config import DASK_INSTALL, dask_installed, local_workers
 from .errors import CannotWriteError, ProcessError, UsageError
 from .events import FetchProcesses
 from .models import Action, Planned, Result, Status
-from .pool import BATCH, Owner, gather_batch
+from .pool import BATCH, Dealer, Owner
 from .processes import most_processes, usable_cores
 from .task import TOPIC, PartRecord, Spec, fetch_batch
 from .wire import portable
@@ -67,8 +67,10 @@ class ClusterOwner(Owner, Protocol):
     def part_records(self, pairs: Iterable[tuple[str, str]]) -> dict[str, PartRecord]: ...
 
 
-class Cluster:
+class Cluster(Dealer):
     """One run's fetching on a Dask cluster."""
+
+    owner: ClusterOwner
 
     def __init__(self, owner: ClusterOwner, address: str, *, events: bool) -> None:
         self.owner = owner
@@ -248,14 +250,7 @@ class Cluster:
                         pending: deque[Keyed]) -> None:
         jobs = self.owner.jobs
         numbers = 0
-        while True:
-            if not pending:
-                if self.input_done:
-                    self._end_if_done()
-                    return
-                self.input_done = await gather_batch(jobs, pending)
-                if not pending:
-                    continue
+        while await self.more(pending):
             while len(self._in_flight) >= slots:
                 self._changed.clear()
                 await self._changed.wait()
