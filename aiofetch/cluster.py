@@ -148,7 +148,7 @@ class Cluster(Dealer):
                 cluster = await stack.enter_async_context(distributed.LocalCluster(
                     n_workers=min(count or usable_cores(), most_processes(self.owner.config)),
                     threads_per_worker=LOCAL_THREADS, processes=True, host="127.0.0.1",
-                    dashboard_address="127.0.0.1:0", worker_dashboard_address=None,
+                    dashboard_address="127.0.0.1:0", worker_dashboard_address="127.0.0.1:0",
                     asynchronous=True, silence_logs=logging.CRITICAL))
                 return await stack.enter_async_context(
                     distributed.Client(cluster, asynchronous=True))
