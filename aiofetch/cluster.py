@@ -17,6 +17,7 @@ owner settles each item once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib
 import logging
@@ -275,7 +276,10 @@ class Cluster:
 
         try:
             entries = await future
-        except asyncio.CancelledError:
+        # distributed cancels a future with its FutureCancelledError, a
+        # concurrent.futures.CancelledError (not asyncio's): so it does every future
+        # when the scheduler is lost ("scheduler-connection-lost").
+        except (asyncio.CancelledError, concurrent.futures.CancelledError):
             if self._client is not None and self._client.status != "running":
                 self._lose(f"lost the Dask scheduler at {self.address}")
             elif not self.stopping:
@@ -387,9 +391,17 @@ class Cluster:
         if self._client is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._client.run(
-                getattr(task, what), self.owner.id, *args, workers=workers or self.workers,
-                on_error="ignore"), 10)
+            targets = workers or await self._alive(self._client)
+            if targets:
+                await asyncio.wait_for(self._client.run(
+                    getattr(task, what), self.owner.id, *args, workers=targets,
+                    on_error="ignore"), 10)
+
+    async def _alive(self, client: Client) -> list[str]:
+        """The run's workers the scheduler still has: its broadcast to one that died
+        waits for the connect timeout (the run's end waited 10 s after a worker died)."""
+        info = await asyncio.wait_for(client.scheduler.identity(), 10)
+        return [address for address in self.workers if address in info.get("workers", {})]
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
