@@ -135,7 +135,11 @@ class Cluster:
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Client:
         distributed: Any = importlib.import_module("distributed")
 
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # we say what matters
+        # We say what matters. distributed's config sets some loggers' own levels
+        # (distributed.client: warning), so the parent's level is not enough.
+        for name in ["distributed", *logging.root.manager.loggerDict]:
+            if name == "distributed" or name.startswith("distributed."):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         count = local_workers(self.address)
         try:
             if self.address == "local" or count is not None:
