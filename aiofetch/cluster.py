@@ -147,6 +147,10 @@ class Cluster:
                     n_workers=min(count or usable_cores(), most_processes(self.owner.config)),
                     threads_per_worker=LOCAL_THREADS, processes=True, host="127.0.0.1",
                     dashboard_address=None, worker_dashboard_address=None,
+                    # The scheduler's HTTP server (metrics) runs even without a
+                    # dashboard, on 8787 unless told: another cluster there made
+                    # distributed warn on stderr ("Port 8787 is already in use").
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     asynchronous=True, silence_logs=logging.CRITICAL))
                 return await stack.enter_async_context(
                     distributed.Client(cluster, asynchronous=True))
