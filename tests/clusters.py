@@ -69,7 +69,8 @@ class TestCluster:
         run.mkdir()
         info = run / "scheduler.json"
         self.scheduler = _start([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                 "--no-dashboard", "--scheduler-file", str(info)],
+                                 "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+                                 "--scheduler-file", str(info)],
                                 run / "scheduler.log", run)
         deadline = time.monotonic() + START_TIMEOUT
         while not info.exists() or not info.read_text().strip():
@@ -98,14 +99,22 @@ class TestCluster:
         """The live worker processes (each nanny's spawned child)."""
         return sorted(pid for nanny in self.nannies for pid in spawned(nanny.pid))
 
+    async def workers(self, count: int) -> None:
+        """Wait (bounded) until the scheduler has `count` workers."""
+        from distributed import Client
+
+        async with Client(self.address, asynchronous=True, timeout=START_TIMEOUT) as client:
+            await client.wait_for_workers(count, timeout=START_TIMEOUT)
+
     async def ready(self) -> dict[str, int]:
-        """Restart the cluster if its scheduler is gone; then wait (bounded) until the
+        """Restart the cluster if its scheduler or a nanny is gone; then wait (bounded) until the
         scheduler has exactly the live worker processes of the nannies (a killed one
         replaced by its nanny, any worker a test added gone). Their address -> pid."""
         from distributed import Client
 
-        if self.scheduler is None or self.scheduler.poll() is not None:
-            self.start()
+        if self.scheduler is None or any(proc.poll() is not None
+                                         for proc in [self.scheduler, *self.nannies]):
+            self.start()  # a test killed its scheduler (or something else killed a part)
         deadline = time.monotonic() + START_TIMEOUT
         async with Client(self.address, asynchronous=True, timeout=START_TIMEOUT) as client:
             while True:
