@@ -17,7 +17,6 @@ owner settles each item once.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib
 import logging
@@ -33,7 +32,7 @@ from .config import DASK_INSTALL, dask_installed, local_workers
 from .errors import CannotWriteError, ProcessError, UsageError
 from .events import FetchProcesses
 from .models import Action, Planned, Result, Status
-from .pool import BATCH, Owner, gather_batch
+from .pool import BATCH, Dealer, Owner
 from .processes import most_processes, usable_cores
 from .task import TOPIC, PartRecord, Spec, fetch_batch
 from .wire import portable
@@ -68,8 +67,10 @@ class ClusterOwner(Owner, Protocol):
     def part_records(self, pairs: Iterable[tuple[str, str]]) -> dict[str, PartRecord]: ...
 
 
-class Cluster:
+class Cluster(Dealer):
     """One run's fetching on a Dask cluster."""
+
+    owner: ClusterOwner
 
     def __init__(self, owner: ClusterOwner, address: str, *, events: bool) -> None:
         self.owner = owner
@@ -110,7 +111,7 @@ class Cluster:
                         places={address: index for index, address in enumerate(self.workers)},
                         events=self.events)
             client.subscribe_topic(TOPIC, self._heard)
-            stack.callback(client.unsubscribe_topic, TOPIC)
+            stack.push_async_callback(self._unsubscribe, client)
             consumer = asyncio.create_task(self._consume())
             watcher = asyncio.create_task(self._watch(client))
             self.owner.sink(FetchProcesses(len(self.workers)))
@@ -132,25 +133,22 @@ class Cluster:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _unsubscribe(self, client: Client) -> None:
+        if self.broken is None:
+            with contextlib.suppress(Exception):  # gone meanwhile: nothing to undo
+                client.unsubscribe_topic(TOPIC)
+
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Client:
         distributed: Any = importlib.import_module("distributed")
 
-        # We say what matters. distributed's config sets some loggers' own levels
-        # (distributed.client: warning), so the parent's level is not enough.
-        for name in ["distributed", *logging.root.manager.loggerDict]:
-            if name == "distributed" or name.startswith("distributed."):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet(logging.getLogger("distributed"))  # we say what matters, in one line
         count = local_workers(self.address)
         try:
             if self.address == "local" or count is not None:
                 cluster = await stack.enter_async_context(distributed.LocalCluster(
                     n_workers=min(count or usable_cores(), most_processes(self.owner.config)),
                     threads_per_worker=LOCAL_THREADS, processes=True, host="127.0.0.1",
-                    dashboard_address=None, worker_dashboard_address=None,
-                    # The scheduler's HTTP server (metrics) runs even without a
-                    # dashboard, on 8787 unless told: another cluster there made
-                    # distributed warn on stderr ("Port 8787 is already in use").
-                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    dashboard_address="127.0.0.1:0", worker_dashboard_address=None,
                     asynchronous=True, silence_logs=logging.CRITICAL))
                 return await stack.enter_async_context(
                     distributed.Client(cluster, asynchronous=True))
@@ -252,18 +250,19 @@ class Cluster:
                         pending: deque[Keyed]) -> None:
         jobs = self.owner.jobs
         numbers = 0
-        while True:
-            if not pending:
-                if self.input_done:
-                    self._end_if_done()
-                    return
-                self.input_done = await gather_batch(jobs, pending)
-                if not pending:
-                    continue
+        while await self.more(pending):
             while len(self._in_flight) >= slots:
                 self._changed.clear()
                 await self._changed.wait()
             free = slots - len(self._in_flight)
+            # Full batches while the input keeps ahead (each task costs the scheduler a
+            # few ms); what is left at the end is shared among the free slots.
+            while not self.input_done and len(pending) < BATCH * free and not jobs.empty():
+                item = jobs.get_nowait()
+                if item is None:
+                    self.input_done = True
+                else:
+                    pending.append(item)
             take = min(BATCH, -(-len(pending) // free))
             batch = [pending.popleft() for _ in range(take)]
             for key, planned in batch:
@@ -279,34 +278,35 @@ class Cluster:
             self._spawn(self._await(future))
 
     async def _await(self, future: Any) -> None:
-        """A batch's task: its entries, or what became of it."""
+        """A batch's task, to its end. Its items' results came as events, before it
+        ended: no result is fetched from the worker, only an error's description."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
-            entries = await future
-        # distributed cancels a future with its FutureCancelledError, a
-        # concurrent.futures.CancelledError (not asyncio's): so it does every future
-        # when the scheduler is lost ("scheduler-connection-lost").
-        except (asyncio.CancelledError, concurrent.futures.CancelledError):
-            if self._client is not None and self._client.status != "running":
+            error = await future.exception()
+            if future.status == "cancelled":
+                await future  # raises FutureCancelledError, with the reason
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost":
                 self._lose(f"lost the Dask scheduler at {self.address}")
             elif not self.stopping:
-                self._fail(future, "its Dask task was cancelled")
-        except KilledWorker as exc:
-            self._fail(future, f"the Dask workers fetching it died ({exc})")
-        except Exception as exc:  # noqa: BLE001  # a task's error fails its items
-            self._fail(future, f"its Dask task failed: {type(exc).__name__}: {exc}")
+                self._fail(future, f"its Dask task was cancelled ({exc.reason})")
         else:
-            self._news.put_nowait(("", entries))
+            if isinstance(error, KilledWorker):
+                self._fail(future, f"the Dask workers fetching it died ({error})")
+            elif error is not None:
+                self._fail(future, f"its Dask task failed: {type(error).__name__}: {error}")
+            elif not self.stopping:
+                self._fail(future, "its Dask task ended without settling it")  # not expected
         finally:
             self._in_flight.pop(future, None)
             self._changed.set()
 
     def _fail(self, future: Any, reason: str) -> None:
-        keys = [key for key in self._in_flight.get(future, ()) if key in self.outstanding]
-        self._news.put_nowait(("", [
-            ("done", key, _ended(self.outstanding[key], Status.FAILED, reason), True, None)
-            for key in keys]))
+        """The items of `future`'s batch not settled (once the news before its end are
+        taken) fail with `reason`."""
+        self._news.put_nowait(("", [("fail", self._in_flight.get(future, []), reason)]))
 
     def _lose(self, why: str) -> None:
         if self.broken is None:
@@ -358,6 +358,12 @@ class Cluster:
         if kind == "done":
             _, key, result, record, validators = entry
             await self._settle(key, result, record, validators)
+        elif kind == "fail":
+            _, keys, reason = entry
+            for key in keys:
+                planned = self.outstanding.get(key)
+                if planned is not None:
+                    await self._settle(key, _ended(planned, Status.FAILED, reason), True, None)
         elif kind == "event":
             key = getattr(entry[1], "key", None)
             if key is None or key in self.outstanding:  # not an item settled already
@@ -415,6 +421,16 @@ class Cluster:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _quiet(logger: logging.Logger) -> None:
+    """No log lines from `logger` and those below it (distributed sets some levels of
+    its own, which a parent's level does not override)."""
+    logger.setLevel(logging.CRITICAL)
+    prefix = logger.name + "."
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(prefix):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _ended(planned: Planned, status: Status, error: str) -> Result:

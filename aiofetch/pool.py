@@ -152,7 +152,27 @@ async def _fresh_fork_server(fds: list[int]) -> _Forks:
     return _Forks(process.stdout, process.wait, kill)
 
 
-class Pool:
+class Dealer:
+    """What deals a run's planned items out in batches (a Pool, a Cluster)."""
+
+    owner: Owner
+    input_done: bool
+
+    def _end_if_done(self) -> None:
+        raise NotImplementedError
+
+    async def more(self, pending: deque[Keyed]) -> bool:
+        """Wait until `pending` holds items to deal out (True), or the input has ended
+        and all is dealt out (False, once what ends the dealing is done)."""
+        while not pending:
+            if self.input_done:
+                self._end_if_done()
+                return False
+            self.input_done = await gather_batch(self.owner.jobs, pending)
+        return True
+
+
+class Pool(Dealer):
     """`count` fetch processes working for one run."""
 
     def __init__(self, owner: Owner, count: int, *, events: bool) -> None:
@@ -223,15 +243,7 @@ class Pool:
                 child.send(("stop",))
 
     async def _dispatch(self, pending: deque[Keyed]) -> None:
-        jobs = self.owner.jobs
-        while True:
-            if not pending:
-                if self.input_done:
-                    self._end_if_done()
-                    return
-                self.input_done = await gather_batch(jobs, pending)
-                if not pending:
-                    continue
+        while await self.more(pending):
             child = await self._roomiest()
             if child is None:
                 return  # every process died: _lost has failed what was left

@@ -50,3 +50,13 @@ def test_a_run_off_a_terminal_does_not_load_rich_console(tmp_path: Path) -> None
         "    command.main(args, prog_name='aiofetch', standalone_mode=False)")
     assert "aiohttp" in loaded  # it did run
     assert "rich.console" not in loaded and "rich.progress" not in loaded
+
+
+def test_the_driver_of_a_cluster_run_does_not_load_aiohttp() -> None:
+    """A --dask run's driver fetches nothing itself: what it imports to plan, submit and
+    settle (the engine, the cluster side, the task it sends, the loop) leaves aiohttp
+    out (10 MB of its peak RSS)."""
+    loaded = modules_after("import aiofetch.engine, aiofetch.cluster, aiofetch.task, "
+                           "aiofetch.loop, aiofetch.runs")
+    assert "aiofetch.cluster" in loaded
+    assert "aiohttp" not in loaded
