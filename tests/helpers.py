@@ -1,5 +1,6 @@
-"""Helpers for tests that run with several fetch processes: what a run chose, which
-processes a CLI run has, and a server that holds a request while a test looks."""
+"""Helpers for tests that run with several fetch processes or a Dask cluster: what a
+run chose, which processes a CLI run has, and a server that holds a request while a
+test looks."""
 
 from __future__ import annotations
 
@@ -71,6 +72,14 @@ def fetch_processes(pid: int) -> list[int]:
     children = {child for child, (parent, _) in table.items() if parent == pid}
     return sorted(child for child, (parent, state) in table.items()
                   if parent in children and state != "Z")
+
+
+def spawned(pid: int) -> list[int]:
+    """The live children of `pid` started by multiprocessing's spawn: a Dask nanny's
+    worker process, or the worker processes of a CLI run's `local:N` cluster."""
+    table = _processes()
+    return sorted(child for child, (parent, state) in table.items()
+                  if parent == pid and state != "Z" and b"spawn_main" in command_line(child))
 
 
 async def all_gone(pids: list[int], timeout: float = 10) -> None:
