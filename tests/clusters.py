@@ -40,10 +40,11 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def worker_command(address: str, name: str, scratch: Path, threads: int = 2) -> list[str]:
-    """`dask worker` (with its nanny) for `address`, on loopback, no dashboard."""
+    """`dask worker` (with its nanny) for `address`, on loopback, no dashboard (its
+    HTTP routes, which it serves anyway, on a free loopback port too)."""
     return [DASK, "worker", address, "--host", "127.0.0.1", "--nthreads", str(threads),
-            "--no-dashboard", "--name", name, "--local-directory", str(scratch),
-            "--memory-limit", "0"]
+            "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--name", name,
+            "--local-directory", str(scratch), "--memory-limit", "0"]
 
 
 class TestCluster:
