@@ -460,7 +460,8 @@ async def test_ctrl_c_then_a_rerun_resumes(
     assert "Traceback" not in ran.err
     statuses = {str(line["path"]): line["status"] for line in ran.lines()}
     assert statuses.pop("big.bin") == "interrupted"
-    assert set(statuses.values()) <= {"ok"}
+    # The small files settle quickly, but on a loaded machine one may still be in flight.
+    assert set(statuses.values()) <= {"ok", "interrupted"}
     kept = part.stat().st_size
     assert 0 < kept <= CUT
     assert_partial_never_final(site, dest)
