@@ -1959,8 +1959,10 @@ def target_line(target: dict[str, Any]) -> str:
     """`title: value (each round: ...) target met|NOT MET`."""
     rounds = f" (each round: {join_rounds(target['rounds'], '.2f')})" if target["rounds"] else ""
     where = f" in {target['where']}" if target.get("where") else ""
-    return (f"{target['pair']}: {cell(target['median'], '.2f')}{where}{rounds}  "
-            f"target {target['target']}: {verdict(target['met']) or 'no data'}")
+    line = f"{target['pair']}: {cell(target['median'], '.2f')}{where}{rounds}"
+    if not target["target"]:  # a number to read, not a target
+        return line
+    return f"{line}  target {target['target']}: {verdict(target['met']) or 'no data'}"
 
 
 def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
@@ -2295,6 +2297,7 @@ class RequestWatch:
                 return
             if count is None or self.expected is None:
                 return
+            self.polls += 1
             self.expected += 1  # this ask
             if count > self.expected:
                 self.first = (answered + sent) / 2
@@ -2444,6 +2447,7 @@ def dask_summary(lab: Lab, corpus: CorpusSet, extras: dict[str, Any]) -> dict[st
     return {"set": corpus.name, "address": cluster.address if cluster else None,
             "workers": DASK_WORKERS, "threads": DASK_THREADS, "tcp_vs_p2": ratio,
             "local_vs_p2": local, "on_workers": work, "tasks_per_run": per_run,
+            "tasks_every_run": dict(tasks),  # warm-up, start-up, first-byte, memory runs too
             "overhead_per_task": overhead, "driver_rss": driver_rss(runs), **extras}
 
 
