@@ -420,7 +420,7 @@ def command(
         if dry_run:
             status = show_plan(items, config, display, json_out, quiet)
         else:
-            from .session import run
+            from .loop import run
 
             output = Output(json_out, report, through=json_through(display, json_out))
             if dask is None:

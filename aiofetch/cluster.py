@@ -109,7 +109,7 @@ class Cluster:
                         places={address: index for index, address in enumerate(self.workers)},
                         events=self.events)
             client.subscribe_topic(TOPIC, self._heard)
-            stack.callback(client.unsubscribe_topic, TOPIC)
+            stack.push_async_callback(self._unsubscribe, client)
             consumer = asyncio.create_task(self._consume())
             watcher = asyncio.create_task(self._watch(client))
             self.owner.sink(FetchProcesses(len(self.workers)))
@@ -131,10 +131,15 @@ class Cluster:
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _unsubscribe(self, client: Client) -> None:
+        if self.broken is None:
+            with contextlib.suppress(Exception):  # gone meanwhile: nothing to undo
+                client.unsubscribe_topic(TOPIC)
+
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Client:
         distributed: Any = importlib.import_module("distributed")
 
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)  # we say what matters
+        _quiet(logging.getLogger("distributed"))  # we say what matters, in one line
         count = local_workers(self.address)
         try:
             if self.address == "local" or count is not None:
@@ -270,31 +275,35 @@ class Cluster:
             self._spawn(self._await(future))
 
     async def _await(self, future: Any) -> None:
-        """A batch's task: its entries, or what became of it."""
+        """A batch's task, to its end. Its items' results came as events, before it
+        ended: no result is fetched from the worker, only an error's description."""
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
 
         try:
-            entries = await future
-        except asyncio.CancelledError:
-            if self._client is not None and self._client.status != "running":
+            error = await future.exception()
+            if future.status == "cancelled":
+                await future  # raises FutureCancelledError, with the reason
+        except FutureCancelledError as exc:
+            if exc.reason == "scheduler-connection-lost":
                 self._lose(f"lost the Dask scheduler at {self.address}")
             elif not self.stopping:
-                self._fail(future, "its Dask task was cancelled")
-        except KilledWorker as exc:
-            self._fail(future, f"the Dask workers fetching it died ({exc})")
-        except Exception as exc:  # noqa: BLE001  # a task's error fails its items
-            self._fail(future, f"its Dask task failed: {type(exc).__name__}: {exc}")
+                self._fail(future, f"its Dask task was cancelled ({exc.reason})")
         else:
-            self._news.put_nowait(("", entries))
+            if isinstance(error, KilledWorker):
+                self._fail(future, f"the Dask workers fetching it died ({error})")
+            elif error is not None:
+                self._fail(future, f"its Dask task failed: {type(error).__name__}: {error}")
+            elif not self.stopping:
+                self._fail(future, "its Dask task ended without settling it")  # not expected
         finally:
             self._in_flight.pop(future, None)
             self._changed.set()
 
     def _fail(self, future: Any, reason: str) -> None:
-        keys = [key for key in self._in_flight.get(future, ()) if key in self.outstanding]
-        self._news.put_nowait(("", [
-            ("done", key, _ended(self.outstanding[key], Status.FAILED, reason), True, None)
-            for key in keys]))
+        """The items of `future`'s batch not settled (once the news before its end are
+        taken) fail with `reason`."""
+        self._news.put_nowait(("", [("fail", self._in_flight.get(future, []), reason)]))
 
     def _lose(self, why: str) -> None:
         if self.broken is None:
@@ -346,6 +355,12 @@ class Cluster:
         if kind == "done":
             _, key, result, record, validators = entry
             await self._settle(key, result, record, validators)
+        elif kind == "fail":
+            _, keys, reason = entry
+            for key in keys:
+                planned = self.outstanding.get(key)
+                if planned is not None:
+                    await self._settle(key, _ended(planned, Status.FAILED, reason), True, None)
         elif kind == "event":
             key = getattr(entry[1], "key", None)
             if key is None or key in self.outstanding:  # not an item settled already
@@ -395,6 +410,16 @@ class Cluster:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _quiet(logger: logging.Logger) -> None:
+    """No log lines from `logger` and those below it (distributed sets some levels of
+    its own, which a parent's level does not override)."""
+    logger.setLevel(logging.CRITICAL)
+    prefix = logger.name + "."
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(prefix):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _ended(planned: Planned, status: Status, error: str) -> Result:

@@ -490,6 +490,6 @@ def download_all(
     async def collect() -> list[Result]:
         return [result async for result in download(items, config, sink=sink)]
 
-    from .session import run
+    from .loop import run
 
     return run(collect())

@@ -21,16 +21,17 @@ from .context import Context
 from .errors import CannotWriteError
 from .events import Event, TransferAdvanced, discard
 from .journal import PartRecords
+from .loop import run
 from .models import Result
 from .retry import HostGate
 from .routes import load_cookies
-from .session import make_session, run
+from .session import make_session
 from .state import State, Validators
 from .storage import Dirs, open_root
 from .wire import frame, receive, restored
 from .workers import Workers
 
-with contextlib.suppress(ImportError):  # the loop session.run picks: import it here, once,
+with contextlib.suppress(ImportError):  # the loop loop.run picks: import it here, once,
     import uvloop  # noqa: F401  # in the fork server, not in each fetch process
 
 # What the process has to say waits this long at most, so that many items' news go in

@@ -1,12 +1,10 @@
 """The run's HTTP side in one process: its one ClientSession (bounded connections,
-stall timeouts, TLS options) and the event loop it runs on."""
+stall timeouts, TLS options)."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 
@@ -86,13 +84,3 @@ def _tls_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
-
-
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run `main` to completion on a new event loop: uvloop's where it is installed
-    (it takes a fifth off the time of many small files), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)

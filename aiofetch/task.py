@@ -39,6 +39,8 @@ TOPIC = "aiofetch"
 EVENTS_AFTER = 0.05
 # A site whose owner went quiet (no batch, no word) for this long closes itself.
 IDLE = 600.0
+# How often a site looks at its worker's state.
+WATCH_EVERY = 0.5
 
 # A .part record as the owner's journal holds it: (url, validators, (total, ranges)).
 PartRecord = tuple[str, Validators | None, tuple[int, tuple[tuple[int, int], ...]] | None]
@@ -56,15 +58,16 @@ class Spec:
     version: str = __version__
 
 
-def fetch_batch(spec: Spec, batch: list[Keyed],
-                records: dict[str, PartRecord]) -> list[tuple[Any, ...]]:
-    """A Dask task: fetch `batch` on this worker's site for the run; returns the
-    "done" entries of the items that settled (all of them, unless the run stopped)."""
+def fetch_batch(spec: Spec, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
+    """A Dask task: fetch `batch` on this worker's site for the run; returns how many
+    of its items settled (all, unless the run stopped). Their "done" entries went to
+    the owner as events, ahead of the task's end (one stream, in order): the owner
+    never fetches a result."""
     from distributed import get_worker
 
     worker = get_worker()
     site = _site(spec, worker)
-    return site.fetch(batch, records)
+    return site.fetch(batch, records, worker.get_current_task())
 
 
 _sites: dict[str, Site] = {}
@@ -174,9 +177,10 @@ class ShippedRecords:
 class _Batch:
     """One task's items, until each has settled."""
 
-    def __init__(self, keys: set[int]) -> None:
+    def __init__(self, keys: set[int], task: Any) -> None:
         self.keys = keys
-        self.entries: list[tuple[Any, ...]] = []
+        self.task = task  # its Dask key
+        self.settled = 0
         self.done = asyncio.Event()
         if not keys:
             self.done.set()
@@ -211,10 +215,9 @@ class Site:
 
     # --- from other threads ---
 
-    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
-              ) -> list[tuple[Any, ...]]:
+    def fetch(self, batch: list[Keyed], records: dict[str, PartRecord], task: Any) -> int:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(self._fetch(batch, records),
+        return asyncio.run_coroutine_threadsafe(self._fetch(batch, records, task),
                                                 self._loop).result()
 
     def call(self, method: str, *args: Any) -> None:
@@ -225,7 +228,7 @@ class Site:
     # --- on the site's loop ---
 
     def _main(self) -> None:
-        from .session import run
+        from .loop import run
 
         try:
             run(self._serve())
@@ -272,21 +275,39 @@ class Site:
             await outbox.flush()
 
     async def _until_closed(self) -> None:
+        """Until the owner closes the site; or, on its own: the worker is closing (it
+        lost the scheduler) or the scheduler dropped a batch (the owner is gone): stop,
+        keeping the `.part` files, so nothing writes in DIR once the owner has ended
+        the run; or the owner went quiet for IDLE s."""
         loop = asyncio.get_running_loop()
         while not self._closing.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), 10)
+                await asyncio.wait_for(self._closing.wait(), WATCH_EVERY)
+            if (getattr(self.worker.status, "name", "running") not in ("running", "paused")
+                    or not self._wanted()):
+                self._stop()
+                return
             if not self._waiting and loop.time() - self._touched > IDLE:
-                return  # the owner is gone without a word
+                return
+
+    def _wanted(self) -> bool:
+        """Whether the scheduler still wants every batch this site runs: it forgets
+        them when the owner is gone (killed, or out at once on a second Ctrl-C)."""
+        tasks = self.worker.state.tasks
+        for waiting in set(self._waiting.values()):
+            state = tasks.get(waiting.task)
+            if state is None or state.state in ("cancelled", "released", "forgotten"):
+                return False
+        return True
 
     async def _fetch(self, batch: list[Keyed], records: dict[str, PartRecord],
-                     ) -> list[tuple[Any, ...]]:
+                     task: Any) -> int:
         self._touched = asyncio.get_running_loop().time()
         if self.stopped or self._closing.is_set():
-            return []  # interrupted: what never started gets no report line
+            return 0  # interrupted: what never started gets no report line
         self._records.add(records)
         batch = await self._resumable(batch, records)
-        waiting = _Batch({key for key, _ in batch})
+        waiting = _Batch({key for key, _ in batch}, task)
         for key, _ in batch:
             self._waiting[key] = waiting
         queue: asyncio.Queue[Keyed | None] = self._workers.queue
@@ -295,7 +316,7 @@ class Site:
         await waiting.done.wait()
         await self._outbox.flush()
         self._touched = asyncio.get_running_loop().time()
-        return waiting.entries
+        return waiting.settled
 
     async def _resumable(self, batch: list[Keyed], shipped: dict[str, PartRecord],
                          ) -> list[Keyed]:
@@ -332,7 +353,7 @@ class Site:
     def _settled(self, entry: tuple[Any, ...]) -> None:
         waiting = self._waiting.pop(entry[1], None)
         if waiting is not None:
-            waiting.entries.append(entry)
+            waiting.settled += 1
             waiting.keys.discard(entry[1])
             if not waiting.keys:
                 waiting.done.set()
