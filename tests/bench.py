@@ -2177,7 +2177,8 @@ def dask_cluster(lab: Lab) -> Iterator[DaskCluster]:
     procs: list[subprocess.Popen[bytes]] = []
     started = time.perf_counter()
     try:
-        logs = {role: lab.logs / f"dask-{role}.log" for role in ("scheduler", "worker")}
+        # Kept beside the scheduler file, not in the trash: a lost worker can be looked into.
+        logs = {role: base / f"{lab.stamp}-{role}.log" for role in ("scheduler", "worker")}
         with open(logs["scheduler"], "ab") as log:
             procs.append(subprocess.Popen(
                 [dask, "scheduler", "--host", HOST, "--port", "0", "--no-dashboard",
@@ -2199,7 +2200,7 @@ def dask_cluster(lab: Lab) -> Iterator[DaskCluster]:
             raise BenchError(f"{exc}\n{tail_text(logs['worker'])}") from exc
         note(f"dask: scheduler pid {procs[0].pid} at {address}, worker command pid "
              f"{procs[1].pid} with {len(cluster.last['workers'])} workers, ready in "
-             f"{time.perf_counter() - started:.1f} s")
+             f"{time.perf_counter() - started:.1f} s; logs in {base}/{lab.stamp}-*.log")
         lab.dask = cluster
         yield cluster
     finally:

@@ -292,4 +292,5 @@ def test_real_cluster_counts_tasks_per_worker(tmp_path: Path) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
-    assert (lab.logs / "dask-scheduler.log").exists() and (lab.logs / "dask-worker.log").exists()
+    logs = tmp_path / "dask"
+    assert (logs / "s-scheduler.log").stat().st_size and (logs / "s-worker.log").stat().st_size
