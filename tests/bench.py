@@ -11,6 +11,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -92,6 +93,18 @@ SMALL_SPEEDUP_TARGET = 1.5  # issue 12: small set, --processes 2 files/s / --pro
 AUTO_TOLERANCE = 0.95  # auto within 5% of the better of 1 and 2 (of -p1 on medium, large)
 SAMPLE_INTERVAL = 0.05  # seconds between two looks at a sampled run's process tree
 LINGER_S = 30  # the wait4 helper waits this long for a tool's descendants after it exits
+# --dask (issue 13): two more aiofetch rows on these sets, next to the --processes rows.
+DASK_TCP = "aiofetch dask"  # --dask tcp://... on a cluster started before the set's runs
+DASK_LOCAL = "aiofetch local:2"  # --dask local:2: a LocalCluster started by each run
+DASK_SETS = ("small",)
+DASK_WORKERS = 2  # `dask worker --nworkers 2 --nthreads 2`, as local:2 has
+DASK_THREADS = 2
+DASK_PREFIX = "aiofetch"  # the key prefix of aiofetch's tasks (aiofetch-<run id>-<n>)
+DASK_RATIO_TARGET = 1.3  # small set: --dask tcp:// time / --processes 2 time
+DASK_RSS_TARGET_MIB = 60.0  # the driver's peak RSS with tcp://
+DASK_START_S = 90  # the cluster must be up (and 2 workers in) within this
+DASK_TTFB_ITEMS = 100  # the first-byte runs fetch this many files of the set
+STATUS_POLL_S = 0.005  # how often the first-byte runs ask nginx for its request count
 
 Expected = dict[str, tuple[int, str]]  # file name -> (size, sha256)
 
@@ -136,6 +149,7 @@ class Config:
     soak_variants: tuple[str, ...]
     split_compare: bool = True
     processes: tuple[int | None, ...] = DEFAULT_PROCESSES
+    dask: bool = False
 
     @property
     def scale(self) -> dict[str, tuple[int, int]]:
@@ -173,14 +187,23 @@ class Config:
         """The row aiofetch-s1 (--split-compare) repeats with --split 1: -p1, else the first."""
         return self.base_row or process_row(self.processes[0])
 
-    def corpus_tools(self, tools: Sequence[str]) -> list[str]:
+    def dask_here(self, corpus: str | None) -> bool:
+        """Whether this set gets the --dask rows (the tcp:// one and local:2)."""
+        return self.dask and corpus in DASK_SETS
+
+    def corpus_tools(self, tools: Sequence[str], corpus: str | None = None) -> list[str]:
         """The rows of an unthrottled set: the tools, aiofetch as one row per --processes
-        count, and aiofetch-s1 right after those when --split-compare is on."""
+        count, then (with --dask, on the small set) the --dask tcp:// and local:2 rows, and
+        aiofetch-s1 last when --split-compare is on."""
         if "aiofetch" not in tools:
             return list(tools)
         at = list(tools).index("aiofetch")
-        rows = [*self.process_rows, *([SPLIT_ONE] if self.split_compare else [])]
+        rows = [*self.process_rows, *((DASK_TCP, DASK_LOCAL) if self.dask_here(corpus) else ()),
+                *([SPLIT_ONE] if self.split_compare else [])]
         return [*tools[:at], *rows, *tools[at + 1:]]
+
+
+PROCESS_ROW = re.compile(r"aiofetch (?:-p(\d+)|auto)")  # process_row's names
 
 
 def process_row(count: int | None) -> str:
@@ -279,6 +302,19 @@ def parse_args(argv: Sequence[str]) -> Config:
                              "speed-up over --processes 1 (median of per-round ratios); with "
                              "--memory, one extra untimed run per count and set samples every "
                              "process's peak RSS and the tree's total PSS (default: 1,2,auto)")
+    parser.add_argument("--dask", action=argparse.BooleanOptionalAction, default=None,
+                        help="on the small set, two more aiofetch rows in every paired round: "
+                             f"'{DASK_TCP}' (--dask tcp://127.0.0.1:PORT on a cluster started "
+                             "before the set's runs, as users run one: `dask scheduler` and "
+                             f"`dask worker --nworkers {DASK_WORKERS} --nthreads "
+                             f"{DASK_THREADS}`, from aiofetch's venv, on 127.0.0.1, stopped "
+                             f"after the set) and '{DASK_LOCAL}'; then, untimed: the tasks "
+                             "each tcp:// run had the scheduler and each worker run, the "
+                             "start-up cost (a 1-item list: local:2 and tcp:// minus "
+                             "--processes 1), the time to the first request at nginx and to "
+                             "the first --json line (tcp://, local:2, --processes 2), the "
+                             "driver's peak RSS and the overhead per task (default: on when "
+                             "distributed is importable)")
     parser.add_argument("--settle", type=float, default=65.0, metavar="SECONDS",
                         help="pause after a mass delete: each aria2c run on a set of 500+ files "
                              "(one control file deleted per download), or the last run's "
@@ -320,6 +356,7 @@ def parse_args(argv: Sequence[str]) -> Config:
     corpus_sets = any(name in FULL_SETS for name in args.sets)
     memory = (corpus_sets and not args.quick) if args.memory is None else bool(args.memory)
     progress = corpus_sets if args.progress_cost is None else bool(args.progress_cost)
+    dask = dask_importable() if args.dask is None else bool(args.dask)
     return Config(
         workdir=workdir,
         json_path=(args.json_path or workdir / "bench.json").resolve(),
@@ -336,7 +373,13 @@ def parse_args(argv: Sequence[str]) -> Config:
         soak_variants=args.soak_variants,
         split_compare=args.split_compare,
         processes=args.processes,
+        dask=dask and "aiofetch" in args.tools and any(s in DASK_SETS for s in args.sets),
     )
+
+
+def dask_importable() -> bool:
+    """--dask's default: whether `distributed` (aiofetch[dask]) is installed here."""
+    return importlib.util.find_spec("distributed") is not None
 
 
 # ---------------------------------------------------------------- tools and machine
@@ -1252,6 +1295,7 @@ class Lab:
     runs: list[RunResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     other_failures: list[str] = field(default_factory=list)  # checks outside RunResults
+    dask: DaskCluster | None = None  # the running cluster of the DASK_TCP row, if any
 
     def say(self, message: str) -> None:
         """A note about the tools or the method: printed now and kept for the JSON."""
@@ -1318,6 +1362,8 @@ def execute(lab: Lab, job: Job) -> tuple[Measure, int | None, str]:
 def run_job(lab: Lab, job: Job, corpus: str, rnd: int, position: int) -> RunResult:
     """Run, verify, drop the outputs from the page cache, move them aside, record."""
     measure, tty_bytes, stderr_tail = execute(lab, job)
+    if job.tool == DASK_TCP and lab.dask is not None:  # what ran where (untimed)
+        lab.dask.count(job.label)
     problems = verify_output(job.outdir, job.expected, allow_for(job.tool), lab.workers)
     drop_from_page_cache(job.outdir)
     to_trash(lab, job.outdir)
@@ -1354,11 +1400,17 @@ def tool_command(lab: Lab, tool: str, lists: SetLists, outdir: Path) -> list[str
     rows = lab.cfg.process_rows
     if tool == SPLIT_ONE:  # --split-compare: the -p1 row, with one stream a file
         return [*tool_command(lab, lab.cfg.split_base, lists, outdir), "--split", "1"]
-    if tool in rows:  # --split 4, the default: big files get up to 4 connections
-        count = rows[tool]
+    if tool in (DASK_TCP, DASK_LOCAL):
+        if tool == DASK_TCP and lab.dask is None:
+            raise BenchError(f"{DASK_TCP}: no Dask cluster is running")
+        address = lab.dask.address if tool == DASK_TCP and lab.dask else f"local:{DASK_WORKERS}"
         return [lab.paths["aiofetch"], "-i", str(lists.urls), "-d", str(outdir), "-j", c,
-                "--per-host", c, "--processes", "auto" if count is None else str(count),
-                "-q", "--no-progress"]
+                "--per-host", c, "--dask", address, "-q", "--no-progress"]
+    counted = PROCESS_ROW.fullmatch(tool)
+    if tool in rows or counted:  # --split 4, the default: big files get up to 4 connections
+        count = counted.group(1) if counted else None
+        return [lab.paths["aiofetch"], "-i", str(lists.urls), "-d", str(outdir), "-j", c,
+                "--per-host", c, "--processes", count or "auto", "-q", "--no-progress"]
     path = lab.paths[tool]
     if tool == "curl":  # --disable (first): ignore ~/.curlrc
         return [path, "--disable", "--parallel", "--parallel-max", c, "--no-progress-meter",
@@ -1508,14 +1560,14 @@ def cell(value: float | None, spec: str, suffix: str = "") -> str:
 def table_lines(rows: Sequence[ToolSummary], reference: str, base: str | None) -> list[str]:
     """One set's rows: files/s and MB/s per row, aiofetch rows' speed-up over --processes 1,
     the peers' time over aiofetch's reference row's."""
-    lines = [f"{'tool':<15}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
+    lines = [f"{'tool':<17}{'ok':>6}{'wall s':>10}{'files/s':>10}{'MB/s':>9}{'CPU s':>8}"
              f"{'RSS MiB':>9}{'vs -p1':>8}{'aiofetch vs it':>16}"]
     for row in rows:
         ours = row.tool.startswith("aiofetch")
         ratio = "" if ours else cell(row.aiofetch_ratio, ".2f", "x")
         speedup = cell(row.vs_one, ".2f", "x") if ours and base else ""
         lines.append(
-            f"{row.tool:<15}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
+            f"{row.tool:<17}{f'{row.runs_ok}/{row.runs_ok + row.runs_failed}':>6}"
             f"{cell(row.wall_s, '.3f'):>10}{cell(row.files_per_s, ',.0f'):>10}"
             f"{cell(row.mb_per_s, ',.1f'):>9}{cell(row.cpu_s, '.2f'):>8}"
             f"{cell(row.peak_rss_mib, '.1f'):>9}{speedup:>8}{ratio:>16}")
@@ -1907,8 +1959,10 @@ def target_line(target: dict[str, Any]) -> str:
     """`title: value (each round: ...) target met|NOT MET`."""
     rounds = f" (each round: {join_rounds(target['rounds'], '.2f')})" if target["rounds"] else ""
     where = f" in {target['where']}" if target.get("where") else ""
-    return (f"{target['pair']}: {cell(target['median'], '.2f')}{where}{rounds}  "
-            f"target {target['target']}: {verdict(target['met']) or 'no data'}")
+    line = f"{target['pair']}: {cell(target['median'], '.2f')}{where}{rounds}"
+    if not target["target"]:  # a number to read, not a target
+        return line
+    return f"{line}  target {target['target']}: {verdict(target['met']) or 'no data'}"
 
 
 def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
@@ -1932,12 +1986,12 @@ def memory_row(corpus: str, result: RunResult) -> dict[str, Any]:
 
 def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The per-process memory table: one line per set and --processes count."""
-    lines = [f"{'set':<8}{'row':<15}{'procs':>6}{'fetch':>6}{'main':>8}{'fetch max':>10}"
+    lines = [f"{'set':<8}{'row':<17}{'procs':>6}{'fetch':>6}{'main':>8}{'fetch max':>10}"
              f"{'forksrv':>9}{'PSS total':>11}{'wait4 max':>11}{'samples':>8}"
              "  ok"]
     for row in rows:
         lines.append(
-            f"{row['set']:<8}{row['row']:<15}{cell(row['processes'], 'd'):>6}"
+            f"{row['set']:<8}{row['row']:<17}{cell(row['processes'], 'd'):>6}"
             f"{row['fetch_processes']:>6}"
             f"{cell(row['main_mib'], '.1f'):>8}{cell(row['fetch_max_mib'], '.1f'):>10}"
             f"{cell(row['forkserver_mib'], '.1f'):>9}"
@@ -1979,6 +2033,498 @@ def print_targets(targets: Sequence[dict[str, Any]]) -> None:
     emit("== targets: issue 12 (several fetch processes) ==")
     for target in targets:
         emit(target_line(target))
+
+
+# ---------------------------------------------------------------- dask (issue 13)
+
+
+# Run in aiofetch's venv (where distributed is): waits until the scheduler has N workers,
+# then prints one JSON line: the scheduler's count of tasks of the prefix (transitions to
+# memory, ever) and each worker's count of tasks executed and seconds spent executing
+# tasks of the prefix (both since the worker started), with its pid and peak RSS.
+DASK_PROBE = """\
+import json, os, resource, sys
+from distributed import Client
+
+
+def on_scheduler(dask_scheduler, prefix):
+    tp = dask_scheduler.task_prefixes.get(prefix)  # falsy without groups: test for None
+    counts = tp.state_counts if tp is not None else {}
+    compute = tp.all_durations.get("compute", 0.0) if tp is not None else 0.0
+    return {"workers": sorted(dask_scheduler.workers), "done": int(counts.get("memory", 0)),
+            "erred": int(counts.get("erred", 0)), "compute_s": float(compute)}
+
+
+def on_worker(dask_worker, prefix):
+    state = dask_worker.state
+    elapsed = state.task_counter.cumulative_elapsed()
+    return {"pid": os.getpid(), "executed": state.executed_count,
+            "executing_s": float(elapsed.get((prefix, "executing"), 0.0)),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+address, wanted, prefix, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+with Client(address, timeout=wait) as client:
+    client.wait_for_workers(wanted, timeout=wait)
+    print(json.dumps({"scheduler": client.run_on_scheduler(on_scheduler, prefix=prefix),
+                      "workers": client.run(on_worker, prefix=prefix)}))
+"""
+
+
+def task_delta(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
+    """What ran between two DASK_PROBE snapshots: the scheduler's tasks of the prefix, and
+    per worker the tasks it executed and its seconds executing the prefix's tasks (a
+    worker with a new pid was restarted: its counters start from 0)."""
+    then_s = (before or {}).get("scheduler", {})
+    now_s = after["scheduler"]
+    workers = {}
+    for address, now in sorted(after["workers"].items()):
+        then = (before or {}).get("workers", {}).get(address)
+        same = then is not None and then.get("pid") == now.get("pid")
+        workers[address] = {
+            "tasks": now["executed"] - (then["executed"] if same else 0),
+            "executing_s": now["executing_s"] - (then["executing_s"] if same else 0.0),
+            "peak_rss_mib": now["peak_rss_mib"], "restarted": then is not None and not same}
+    return {"scheduler_tasks": now_s["done"] - then_s.get("done", 0),
+            "erred": now_s["erred"] - then_s.get("erred", 0),
+            "compute_s": now_s["compute_s"] - then_s.get("compute_s", 0.0),
+            "workers": workers}
+
+
+def on_workers(delta: dict[str, Any]) -> bool:
+    """The work really ran on the workers: the scheduler saw the prefix's tasks finish, and
+    the workers' executed counts add up to them."""
+    total = int(delta.get("scheduler_tasks", 0))
+    ran = sum(int(worker["tasks"]) for worker in delta.get("workers", {}).values())
+    return total > 0 and ran == total
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and a worker command (2 processes) started as users start them."""
+
+    address: str
+    python: str
+    env: dict[str, str]
+    last: dict[str, Any] | None = None
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # run label -> task_delta
+
+    def snapshot(self, wait: float = 30.0) -> dict[str, Any]:
+        try:
+            done = subprocess.run(
+                [self.python, "-c", DASK_PROBE, self.address, str(DASK_WORKERS), DASK_PREFIX,
+                 str(wait)], capture_output=True, text=True, env=self.env, timeout=wait * 3,
+                stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"dask: no answer from the scheduler at {self.address}") from exc
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise BenchError(f"dask: cannot query the scheduler at {self.address}: "
+                             f"{done.stderr.strip()[-600:]}")
+        snapshot: dict[str, Any] = json.loads(lines[-1])
+        return snapshot
+
+    def count(self, label: str) -> dict[str, Any]:
+        """The tasks run since the last snapshot, kept as this run's."""
+        try:
+            now = self.snapshot()
+        except BenchError as exc:
+            self.tasks[label] = {"error": str(exc)}
+            return self.tasks[label]
+        self.tasks[label] = task_delta(self.last, now)
+        self.last = now
+        return self.tasks[label]
+
+
+def dask_python(dask: str) -> str:
+    """The Python of the venv the `dask` command comes from (distributed is there)."""
+    beside = Path(dask).parent / "python"
+    return str(beside) if os.access(beside, os.X_OK) else sys.executable
+
+
+def find_dask(aiofetch: str | None) -> str | None:
+    """The `dask` command of aiofetch's venv (as users run it), else the one on PATH."""
+    if aiofetch:
+        beside = Path(aiofetch).parent / "dask"
+        if os.access(beside, os.X_OK):
+            return str(beside)
+    return shutil.which("dask")
+
+
+def scheduler_address(proc: subprocess.Popen[bytes], path: Path, log: Path) -> str:
+    """The address `dask scheduler --scheduler-file PATH` wrote there once it listens."""
+    deadline = time.monotonic() + DASK_START_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            address = json.loads(path.read_text()).get("address")
+            if isinstance(address, str) and address.startswith("tcp://"):
+                return address
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise BenchError(f"dask scheduler did not start:\n{tail_text(log)}")
+
+
+@contextlib.contextmanager
+def dask_cluster(lab: Lab) -> Iterator[DaskCluster]:
+    """`dask scheduler` (port 0) and `dask worker --nworkers 2 --nthreads 2`, both on
+    127.0.0.1 without dashboards, each in its own process group; ready once the scheduler
+    has both workers; stopped (TERM, then KILL of each group) at the end."""
+    dask = lab.paths["dask"]
+    base = lab.cfg.workdir / "dask"
+    base.mkdir(parents=True, exist_ok=True)
+    scheduler_file = base / f"{lab.stamp}-scheduler.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    started = time.perf_counter()
+    try:
+        # Kept beside the scheduler file, not in the trash: a lost worker can be looked into.
+        logs = {role: base / f"{lab.stamp}-{role}.log" for role in ("scheduler", "worker")}
+        with open(logs["scheduler"], "ab") as log:
+            procs.append(subprocess.Popen(
+                [dask, "scheduler", "--host", HOST, "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(scheduler_file)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=lab.env,
+                start_new_session=True))
+        address = scheduler_address(procs[0], scheduler_file, logs["scheduler"])
+        with open(logs["worker"], "ab") as log:
+            procs.append(subprocess.Popen(
+                [dask, "worker", address, "--nworkers", str(DASK_WORKERS), "--nthreads",
+                 str(DASK_THREADS), "--host", HOST, "--no-dashboard", "--local-directory",
+                 str(base)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=lab.env,
+                start_new_session=True))
+        cluster = DaskCluster(address, dask_python(dask), lab.env)
+        try:
+            cluster.last = cluster.snapshot(wait=DASK_START_S)  # both workers are in
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n{tail_text(logs['worker'])}") from exc
+        note(f"dask: scheduler pid {procs[0].pid} at {address}, worker command pid "
+             f"{procs[1].pid} with {len(cluster.last['workers'])} workers, ready in "
+             f"{time.perf_counter() - started:.1f} s; logs in {base}/{lab.stamp}-*.log")
+        lab.dask = cluster
+        yield cluster
+    finally:
+        lab.dask = None
+        for proc in reversed(procs):
+            stop_process_group(proc)
+        if procs:
+            note("dask: cluster stopped")
+
+
+def one_line_list(lists: SetLists, path: Path, lines: int) -> SetLists:
+    """The first `lines` URLs of a set's list, as a list of its own."""
+    with open(lists.urls) as source:
+        path.write_text("".join(line for _, line in zip(range(lines), source, strict=False)))
+    return SetLists(path, lists.curl_config)
+
+
+def first_names(corpus: CorpusSet, lines: int) -> Expected:
+    """The files the first `lines` URLs of the set's list save."""
+    return dict(list(corpus.expected().items())[:lines])
+
+
+def dask_startup(lab: Lab, corpus: CorpusSet, lists: SetLists) -> dict[str, Any]:
+    """A 1-item list, each round: --processes 1, --dask local:2 and --dask tcp://, in
+    alternating order; local:2's and tcp://'s start-up cost = its wall minus -p1's in the
+    same round (median)."""
+    one = one_line_list(lists, lab.cfg.workdir / "lists" / "dask-one.urls", 1)
+    expected = first_names(corpus, 1)
+    rows = (process_row(1), DASK_LOCAL, DASK_TCP)
+    tag = f"dask-startup-{corpus.name}"
+    note(f"dask start-up: a 1-item list, {', '.join(rows)}, warm-up + {lab.cfg.runs} rounds")
+    for rnd in range(lab.cfg.runs + 1):
+        for position, row in enumerate(split_order(rows, rnd)):
+            label = f"{tag}-{'w' if rnd == 0 else f'r{rnd:02d}'}-{slug(row)}"
+            outdir = fresh_dir(lab, label)
+            job = Job(row, label, tool_command(lab, row, one, outdir), outdir, expected)
+            run_job(lab, job, tag, rnd, position)
+    return startup_costs(lab.runs, tag, rows[0], rows[1:])
+
+
+def startup_costs(runs: Sequence[RunResult], corpus: str, base: str,
+                  rows: Sequence[str]) -> dict[str, Any]:
+    """Per row: median wall, and the median per-round wall minus `base`'s."""
+    walls = round_walls(runs, corpus)
+    out: dict[str, Any] = {"base": base, "base_wall_s": median_or_none(
+        [w[base] for w in walls.values() if base in w]), "rows": {}}
+    for row in rows:
+        extra = [(rnd, w[row] - w[base]) for rnd, w in sorted(walls.items())
+                 if row in w and base in w]
+        out["rows"][row] = {"wall_s": median_or_none([w[row] for w in walls.values()
+                                                      if row in w]),
+                            "cost_s": median_or_none([x for _, x in extra]), "rounds": extra}
+    return out
+
+
+class RequestWatch:
+    """nginx's request count (stub_status), asked every STATUS_POLL_S on one kept-alive
+    connection: `first` is when the first request that was not ours arrived (the middle
+    of the gap between two asks), on the time.time() clock."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        self.first: float | None = None
+        self.polls = 0
+        self.expected: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def ask(self) -> int | None:
+        self.conn.request("GET", STATUS_PATH)
+        response = self.conn.getresponse()
+        body = response.read().decode(errors="replace")
+        found = re.search(r"accepts handled requests\s+\d+\s+\d+\s+(\d+)", body)
+        return int(found.group(1)) if response.status == 200 and found else None
+
+    def __enter__(self) -> RequestWatch:
+        self.expected = self.ask()
+        if self.expected is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.conn.close()
+
+    def _loop(self) -> None:
+        answered = time.time()
+        while self.first is None and not self._stop.wait(STATUS_POLL_S):
+            sent = time.time()
+            try:
+                count = self.ask()
+            except OSError:
+                return
+            if count is None or self.expected is None:
+                return
+            self.polls += 1
+            self.expected += 1  # this ask
+            if count > self.expected:
+                self.first = (answered + sent) / 2
+            answered = time.time()
+
+
+def json_command(lab: Lab, row: str, lists: SetLists, outdir: Path) -> list[str]:
+    """The row's command with --json: one line per settled item on stdout."""
+    return [*tool_command(lab, row, lists, outdir), "--json"]
+
+
+def first_byte_run(lab: Lab, row: str, label: str, lists: SetLists, expected: Expected,
+                   port: int) -> dict[str, Any]:
+    """One run, not under the wait4 helper (its start-up would count): from just before
+    the process starts to the first request nginx sees (RequestWatch) and to the first
+    --json line on its stdout."""
+    outdir = fresh_dir(lab, label)
+    log_path = lab.logs / f"{label}.stderr"
+    os.sync()
+    with RequestWatch(port) as watch, open(log_path, "wb") as log:
+        start = time.time()
+        proc = subprocess.Popen(json_command(lab, row, lists, outdir), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=log, env=lab.env,
+                                start_new_session=True)
+        killer = threading.Timer(300, lambda: os.killpg(proc.pid, signal.SIGKILL))
+        killer.start()
+        first_line: float | None = None
+        lines = 0
+        try:
+            assert proc.stdout is not None
+            for _line in proc.stdout:
+                if first_line is None:
+                    first_line = time.time()
+                lines += 1
+            proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        finally:
+            killer.cancel()
+        wall = time.time() - start
+    if row == DASK_TCP and lab.dask is not None:
+        lab.dask.count(label)
+    problems = verify_output(outdir, expected, allow_for(row), lab.workers)
+    if proc.returncode:
+        problems.insert(0, f"exit status {proc.returncode}")
+    if lines != len(expected):
+        problems.append(f"{lines} --json lines for {len(expected)} items")
+    drop_from_page_cache(outdir)
+    to_trash(lab, outdir)
+    if problems:
+        lab.other_failures.append(f"{label}: {'; '.join(problems)}")
+    return {"row": row, "label": label, "wall_s": wall,
+            "first_request_s": None if watch.first is None else watch.first - start,
+            "first_line_s": None if first_line is None else first_line - start,
+            "lines": lines, "problems": problems,
+            "stderr_tail": tail_text(log_path, 600).strip() if problems else ""}
+
+
+def first_byte(lab: Lab, corpus: CorpusSet, lists: SetLists, port: int) -> dict[str, Any]:
+    """Time to first byte, --processes 2 vs --dask tcp:// (and local:2), DASK_TTFB_ITEMS
+    files of the set, rows alternating, warm-up + --runs rounds; medians."""
+    items = min(DASK_TTFB_ITEMS, corpus.count)
+    some = one_line_list(lists, lab.cfg.workdir / "lists" / "dask-ttfb.urls", items)
+    expected = first_names(corpus, items)
+    rows = (process_row(2), DASK_TCP, DASK_LOCAL)
+    note(f"time to first byte: {items} files, {', '.join(rows)}, warm-up + {lab.cfg.runs} "
+         f"rounds")
+    runs = []
+    for rnd in range(lab.cfg.runs + 1):
+        for row in split_order(rows, rnd):
+            label = f"dask-ttfb-{corpus.name}-{'w' if rnd == 0 else f'r{rnd:02d}'}-{slug(row)}"
+            run = first_byte_run(lab, row, label, some, expected, port)
+            run["round"] = rnd
+            runs.append(run)
+            note(f"  {label:<34} first request {cell(run['first_request_s'], '.3f')} s, "
+                 f"first line {cell(run['first_line_s'], '.3f')} s, wall {run['wall_s']:.3f} s"
+                 f"{'' if not run['problems'] else '  FAILED: ' + '; '.join(run['problems'])}")
+    return {"items": items, "rows": first_byte_rows(runs, rows), "runs": runs}
+
+
+def first_byte_rows(runs: Sequence[dict[str, Any]], rows: Sequence[str]) -> dict[str, Any]:
+    """Per row, over the counted (round > 0) runs without problems: median times."""
+    out = {}
+    for row in rows:
+        good = [r for r in runs if r["row"] == row and r["round"] > 0 and not r["problems"]]
+        out[row] = {key: median_or_none([r[key] for r in good if r[key] is not None])
+                    for key in ("first_request_s", "first_line_s", "wall_s")}
+        out[row]["runs"] = len(good)
+    return out
+
+
+def batch_overheads(runs: Sequence[RunResult], corpus: str, tasks: dict[str, dict[str, Any]],
+                    base: str) -> list[tuple[int, float]]:
+    """(round, (tcp:// wall - base wall) / the tcp:// run's task count) for each counted
+    round where both passed and the scheduler's count is known."""
+    labels = {r.round: r.label for r in runs
+              if r.corpus == corpus and r.tool == DASK_TCP and r.round > 0 and r.ok}
+    out = []
+    for rnd, walls in sorted(round_walls(runs, corpus).items()):
+        count = tasks.get(labels.get(rnd, ""), {}).get("scheduler_tasks")
+        if DASK_TCP in walls and base in walls and count:
+            out.append((rnd, (walls[DASK_TCP] - walls[base]) / count))
+    return out
+
+
+def driver_rss(runs: Sequence[RunResult]) -> dict[str, Any]:
+    """The tcp:// driver's peak RSS: wait4's of the aiofetch process itself, max over
+    every verified run of the row (it starts no process: its rusage is its own)."""
+    mine = [r for r in runs if r.tool == DASK_TCP and r.ok and r.measure.main_rss_mib]
+    top = max(mine, key=lambda r: r.measure.main_rss_mib or 0.0, default=None)
+    peak = top.measure.main_rss_mib if top else None
+    children = sorted({r.measure.processes - 1 for r in mine if r.measure.processes > 1})
+    return {"pair": f"peak RSS of the --dask tcp:// driver (the aiofetch process), MiB, max "
+                    f"of {len(mine)} runs", "median": peak, "rounds": [], "runs": len(mine),
+            "where": top.label if top else None, "target": f"<= {DASK_RSS_TARGET_MIB:g}",
+            "met": None if peak is None else peak <= DASK_RSS_TARGET_MIB,
+            "driver_children": children}
+
+
+def dask_summary(lab: Lab, corpus: CorpusSet, extras: dict[str, Any]) -> dict[str, Any]:
+    """Issue 13's numbers for one set, from the paired rounds and the extra runs."""
+    runs, cluster = lab.runs, lab.dask
+    tasks = cluster.tasks if cluster else {}
+    p2 = process_row(2)
+    ratio = pair_summary(runs, corpus.name, Pair(
+        f"{corpus.name}: --dask tcp:// time / --processes 2 time", DASK_TCP, p2,
+        DASK_RATIO_TARGET, at_most=True))
+    local = pair_summary(runs, corpus.name, Pair(
+        f"{corpus.name}: --dask local:2 time / --processes 2 time", DASK_LOCAL, p2))
+    counted = [r for r in runs if r.corpus == corpus.name and r.tool == DASK_TCP and r.round > 0]
+    per_run = [{"label": r.label, "round": r.round, **tasks.get(r.label, {})} for r in counted]
+    known = [run for run in per_run if "scheduler_tasks" in run]
+    work = {"pair": f"{corpus.name}: tcp:// runs whose tasks (prefix {DASK_PREFIX}) the "
+                    "scheduler counted and the workers executed",
+            "median": float(sum(on_workers(run) for run in known)), "rounds": [],
+            "target": f"all {len(counted)}",
+            "met": bool(counted) and len(known) == len(counted) and all(map(on_workers, known))}
+    overheads = batch_overheads(runs, corpus.name, tasks, p2)
+    overhead = {"pair": f"{corpus.name}: overhead per task, ms: (tcp:// wall - --processes 2 "
+                        "wall) / the run's task count",
+                "median": None if not overheads else 1000 * statistics.median(
+                    [x for _, x in overheads]),
+                "rounds": [(rnd, 1000 * x) for rnd, x in overheads], "target": "", "met": None}
+    return {"set": corpus.name, "address": cluster.address if cluster else None,
+            "workers": DASK_WORKERS, "threads": DASK_THREADS, "tcp_vs_p2": ratio,
+            "local_vs_p2": local, "on_workers": work, "tasks_per_run": per_run,
+            "tasks_every_run": dict(tasks),  # warm-up, start-up, first-byte, memory runs too
+            "overhead_per_task": overhead, "driver_rss": driver_rss(runs), **extras}
+
+
+def task_line(run: dict[str, Any]) -> str:
+    """One tcp:// run's tasks: the scheduler's count, then each worker's."""
+    if "scheduler_tasks" not in run:
+        return f"{run['label']}: {run.get('error', 'no count')}"
+    workers = ", ".join(f"{address} {w['tasks']} ({w['executing_s']:.2f} s executing"
+                        f"{', restarted' if w['restarted'] else ''})"
+                        for address, w in run["workers"].items())
+    return (f"round {run['round']}: scheduler {run['scheduler_tasks']} tasks "
+            f"({run['compute_s']:.2f} s computing, {run['erred']} erred); per worker: {workers}")
+
+
+def dask_lines(summary: dict[str, Any]) -> list[str]:
+    """The Dask section: targets, tasks per run, start-up, first byte, memory."""
+    lines = [target_line(summary["tcp_vs_p2"]), target_line(summary["local_vs_p2"]),
+             target_line(summary["on_workers"])]
+    lines += ["  " + task_line(run) for run in summary["tasks_per_run"]]
+    lines.append(target_line(summary["overhead_per_task"]))
+    driver = summary["driver_rss"]
+    lines.append(target_line(driver) + (
+        f" (the driver started {driver['driver_children']} processes: wait4 counts them)"
+        if driver["driver_children"] else ""))
+    startup = summary.get("startup")
+    if startup:
+        costs = "; ".join(f"{row} {cell(v['wall_s'], '.3f')} s, {cell(v['cost_s'], '+.3f')} s"
+                          for row, v in startup["rows"].items())
+        lines.append(f"start-up, a 1-item list (median wall; median per-round cost over "
+                     f"{startup['base']}): {startup['base']} {cell(startup['base_wall_s'], '.3f')}"
+                     f" s; {costs}")
+    ttfb = summary.get("first_byte")
+    if ttfb:
+        lines.append(f"time to first byte, {ttfb['items']} files (median: first request at "
+                     "nginx / first --json line / wall, s, from the process start):")
+        for row, v in ttfb["rows"].items():
+            lines.append(f"  {row:<17}{cell(v['first_request_s'], '.3f'):>8}"
+                         f"{cell(v['first_line_s'], '.3f'):>8}{cell(v['wall_s'], '.3f'):>8}"
+                         f"   ({v['runs']} runs)")
+    if summary.get("memory"):
+        lines.append("memory, one untimed sampled run each (main = the driver, the aiofetch "
+                     "process; with local:2 its scheduler runs in it, its workers are 'other'):")
+        lines += ["  " + line for line in memory_lines(summary["memory"])[:-1]]
+    return lines
+
+
+def print_dask(summary: dict[str, Any], runs: int) -> None:
+    emit()
+    emit(f"== Dask (issue 13), set {summary['set']}: a cluster started before the set "
+         f"(dask scheduler + dask worker --nworkers {summary['workers']} --nthreads "
+         f"{summary['threads']}, 127.0.0.1) vs --processes 2, {runs} paired rounds ==")
+    for line in dask_lines(summary):
+        emit(line)
+
+
+def dask_memory(lab: Lab, corpus: CorpusSet, lists: SetLists) -> list[dict[str, Any]]:
+    """One untimed, sampled run of each --dask row on the set: the driver's VmHWM."""
+    rows = []
+    for row in (DASK_TCP, DASK_LOCAL):
+        label = f"daskmem-{corpus.name}-{slug(row)}"
+        outdir = fresh_dir(lab, label)
+        job = Job(row, label, tool_command(lab, row, lists, outdir), outdir, corpus.expected(),
+                  sample=True)
+        rows.append(memory_row(corpus.name, run_job(lab, job, f"daskmem-{corpus.name}", 1, 0)))
+    return rows
+
+
+def dask_extras(lab: Lab, corpus: CorpusSet, lists: SetLists, port: int) -> dict[str, Any]:
+    """After a set's paired rounds, with the cluster still up: start-up, first byte,
+    memory; then the summary, printed."""
+    extras = {"startup": dask_startup(lab, corpus, lists),
+              "first_byte": first_byte(lab, corpus, lists, port),
+              "memory": dask_memory(lab, corpus, lists)}
+    summary = dask_summary(lab, corpus, extras)
+    print_dask(summary, lab.cfg.runs)
+    return summary
 
 
 # ---------------------------------------------------------------- extras
@@ -2470,12 +3016,16 @@ def space_needed(cfg: Config, tools: Sequence[str]) -> tuple[int, int]:
     block = 4096
     byte_total = inode_total = 0
     rounds = cfg.runs + 1
-    rows = len(cfg.corpus_tools(tools))
     for name in cfg.corpus_sets:
+        rows = len(cfg.corpus_tools(tools, name))
         count, size = cfg.scale[name]
         on_disk = count * -(-size // block) * block
         byte_total += on_disk * (rounds * rows + 1)
         inode_total += count * (rounds * rows + 1)
+        if cfg.dask_here(name) and "aiofetch" in tools:  # 2 sampled runs, first-byte runs
+            items = min(DASK_TTFB_ITEMS, count)
+            byte_total += on_disk * 2 + (on_disk // count) * (items * 3 + 3) * rounds
+            inode_total += count * 2 + (items * 3 + 3) * rounds
     split_bytes, split_inodes = split_space(cfg)
     byte_total += split_bytes
     inode_total += split_inodes
@@ -2630,16 +3180,23 @@ def benchmark(lab: Lab, report: dict[str, Any], nginx: str, corpus_root: Path) -
         process_rows = [row for row in cfg.process_rows if row in rows_of]
         targets: list[dict[str, Any]] = []
         for name in cfg.corpus_sets:
-            campaign(lab, corpora[name], lists[name], rows_of)
-            rows = summarize(corpora[name], lab.runs, rows_of, cfg.reference_row,
-                             cfg.base_row)
-            print_table(corpora[name], rows, cfg)
-            report["sets"][name] = set_record(corpora[name], rows, lab.runs, rows_of, cfg)
-            mine = process_targets(name, lab.runs, process_rows)
-            report["sets"][name]["targets"] = mine
-            targets += mine
-            for target in mine:
-                emit("target " + target_line(target))
+            dask_here = cfg.dask_here(name) and "aiofetch" in tools
+            set_rows = cfg.corpus_tools(tools, name)  # and the --dask rows, on small
+            with dask_cluster(lab) if dask_here else contextlib.nullcontext():
+                campaign(lab, corpora[name], lists[name], set_rows)
+                rows = summarize(corpora[name], lab.runs, set_rows, cfg.reference_row,
+                                 cfg.base_row)
+                print_table(corpora[name], rows, cfg)
+                report["sets"][name] = set_record(corpora[name], rows, lab.runs, set_rows,
+                                                  cfg)
+                mine = process_targets(name, lab.runs, process_rows)
+                report["sets"][name]["targets"] = mine
+                targets += mine
+                for target in mine:
+                    emit("target " + target_line(target))
+                if dask_here:
+                    report.setdefault("dask", {})[name] = dask_extras(
+                        lab, corpora[name], lists[name], port)
         if SPLIT_ONE in rows_of and cfg.corpus_sets:
             report["split_compare"] = [compare_summary(corpora[name], lab.runs, cfg.split_base)
                                        for name in cfg.corpus_sets]
@@ -2685,6 +3242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     aiofetch = find_aiofetch() if "aiofetch" in cfg.tools else None
     if aiofetch:
         paths["aiofetch"] = aiofetch
+        dask = find_dask(aiofetch) if cfg.dask else None
+        if dask:
+            paths["dask"] = dask
+        elif cfg.dask:
+            note("dask: no `dask` command beside aiofetch or on PATH; no --dask rows")
+            cfg = dataclasses.replace(cfg, dask=False)
         # An editable install never byte-compiles the package, and these machines set
         # PYTHONDONTWRITEBYTECODE: without this every run would compile it (~40 ms), which
         # `pip install aiofetch` does once, at install time.
