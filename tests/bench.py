@@ -2181,16 +2181,17 @@ def dask_cluster(lab: Lab) -> Iterator[DaskCluster]:
         logs = {role: base / f"{lab.stamp}-{role}.log" for role in ("scheduler", "worker")}
         with open(logs["scheduler"], "ab") as log:
             procs.append(subprocess.Popen(
+                # Their HTTP routes (served even with --no-dashboard) on loopback too.
                 [dask, "scheduler", "--host", HOST, "--port", "0", "--no-dashboard",
-                 "--scheduler-file", str(scheduler_file)],
+                 "--dashboard-address", f"{HOST}:0", "--scheduler-file", str(scheduler_file)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=lab.env,
                 start_new_session=True))
         address = scheduler_address(procs[0], scheduler_file, logs["scheduler"])
         with open(logs["worker"], "ab") as log:
             procs.append(subprocess.Popen(
                 [dask, "worker", address, "--nworkers", str(DASK_WORKERS), "--nthreads",
-                 str(DASK_THREADS), "--host", HOST, "--no-dashboard", "--local-directory",
-                 str(base)],
+                 str(DASK_THREADS), "--host", HOST, "--no-dashboard", "--dashboard-address",
+                 f"{HOST}:0", "--local-directory", str(base)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=lab.env,
                 start_new_session=True))
         cluster = DaskCluster(address, dask_python(dask), lab.env)
