@@ -58,15 +58,20 @@ class Spec:
     version: str = __version__
 
 
-def fetch_batch(spec: Spec, batch: list[Keyed], records: dict[str, PartRecord]) -> int:
-    """A Dask task: fetch `batch` on this worker's site for the run; returns how many
+def fetch_batch(run: str, spec: bytes, work: bytes) -> int:
+    """A Dask task: fetch a batch on this worker's site for run `run`; returns how many
     of its items settled (all, unless the run stopped). Their "done" entries went to
     the owner as events, ahead of the task's end (one stream, in order): the owner
-    never fetches a result."""
+    never fetches a result.
+
+    `spec` (a pickled Spec) and `work` (the pickled items and their `.part` records)
+    are bytes to Dask: the scheduler, which unpickles every task it is given, neither
+    spends time on the items nor needs aiofetch installed."""
     from distributed import get_worker
 
     worker = get_worker()
-    site = _site(spec, worker)
+    site = _site(run, spec, worker)
+    batch, records = pickle.loads(work)
     return site.fetch(batch, records, worker.get_current_task())
 
 
@@ -74,14 +79,15 @@ _sites: dict[str, Site] = {}
 _sites_lock = threading.Lock()
 
 
-def _site(spec: Spec, worker: Any) -> Site:
+def _site(run: str, spec: bytes, worker: Any) -> Site:
     with _sites_lock:
-        site = _sites.get(spec.run)
+        site = _sites.get(run)
         if site is None or site.closed:
-            if spec.version != __version__:
+            given: Spec = pickle.loads(spec)
+            if given.version != __version__:
                 raise RuntimeError(f"this Dask worker has aiofetch {__version__}, the run "
-                                   f"{spec.version}: install the same on every worker")
-            site = _sites[spec.run] = Site(spec, worker)
+                                   f"{given.version}: install the same on every worker")
+            site = _sites[run] = Site(given, worker)
         return site
 
 
