@@ -65,8 +65,8 @@ def fetch_batch(run: str, spec: bytes, work: bytes) -> int:
     never fetches a result.
 
     `spec` (a pickled Spec) and `work` (the pickled items and their `.part` records)
-    are bytes to Dask: the scheduler, which unpickles every task it is given, neither
-    spends time on the items nor needs aiofetch installed."""
+    are bytes to Dask: the scheduler, which unpickles every task it is given, spends
+    no time on the items."""
     from distributed import get_worker
 
     worker = get_worker()
