@@ -127,7 +127,7 @@ class Cluster(Dealer):
                 self._dispatcher = asyncio.create_task(
                     self._dispatch(client, spec, slots, deque([first])))
             try:
-                await self._done.wait()
+                await self._until_done(consumer)
             finally:
                 for task in (consumer, watcher, self._dispatcher):
                     if task is not None:
@@ -138,6 +138,22 @@ class Cluster(Dealer):
                 for task in list(self._tasks):
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _until_done(self, consumer: asyncio.Task[None]) -> None:
+        """Until every item has settled (or the run stopped); what kills the consumer
+        or the dispatcher (a journal that cannot be written, say) ends the run."""
+        done = asyncio.ensure_future(self._done.wait())
+        watched = {done, consumer} | ({self._dispatcher} if self._dispatcher else set())
+        try:
+            while not done.done():
+                finished, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished - {done}:
+                    watched.discard(task)
+                    error = None if task.cancelled() else task.exception()
+                    if error is not None:
+                        raise error
+        finally:
+            done.cancel()
 
     async def _unsubscribe(self, client: Client) -> None:
         if self.broken is None:
