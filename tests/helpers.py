@@ -5,13 +5,17 @@ test looks."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from aiofetch.events import Event, FetchProcesses
+from aiofetch.state import State
 
 
 def swap_every_pair(now: list[str], after: list[str], names: list[str]) -> bool:
@@ -115,3 +119,63 @@ class Hold:
             self.arrived.set()
             await asyncio.wait_for(self.release.wait(), 60)
         return await handler(request)
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Poll `check` (every 10 ms) until it holds, or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def body_of(key: str) -> bytes:
+    """What a test host serves at /KEY."""
+    return f"body of {key}\n".encode() * 50
+
+
+@dataclass
+class Crowd:
+    """A host that counts its requests in flight and records the most at once. Each
+    request waits until `gather` are in flight (at most 0.2 s), then a little more, so
+    that any request over the limit would be in flight together with them."""
+
+    gather: int
+    in_flight: int = 0
+    most: int = 0
+    served: int = 0
+    _full: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{key}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.gather:
+            self._full.set()
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._full.wait(), 0.2)
+            await asyncio.sleep(0.01)  # a slow server: room for any extra request to arrive
+            self.served += 1
+            return web.Response(body=body_of(request.match_info["key"]))
+        finally:
+            self.in_flight -= 1
+            if self.in_flight < self.gather:
+                self._full.clear()
+
+
+def journalled(dest: Path, path: str, url: str) -> bool:
+    """The state journal in `dest` holds a .part record for `path` from `url`."""
+    journal = dest / ".aiofetch.db"
+    if not journal.exists():
+        return False
+    state = State.open(journal, readonly=True, live=True)
+    try:
+        return state.part_validators(path, url) is not None
+    finally:
+        state.close()

@@ -28,10 +28,9 @@ from aiofetch.events import Event, TransferStarted
 
 from .clusters import TestCluster, holding, kill_group
 from .conftest import FileSite, Serve, sha256
-from .helpers import spawned, used_processes
+from .helpers import Crowd, journalled, spawned, until, used_processes
 from .rangeserver import Hosts, RangeServer, Resource
 from .test_cli import Ran, aiofetch, reap, start
-from .test_processes import Crowd, _journalled, until
 
 MiB = 1 << 20
 FAST = RetryPolicy(retries=3, wait=0.001, cap=0.01)
@@ -353,7 +352,7 @@ async def big_stalled(site: RangeServer, dest: Path, url: str) -> Path:
     # The client writes what it holds in chunks (Config.chunk_size): the .part may stay
     # short of CUT while the response stalls.
     await until(lambda: part.exists() and part.stat().st_size > 0, "bytes in the .part")
-    await until(lambda: _journalled(dest, "big.bin", url), "the .part's record in the journal")
+    await until(lambda: journalled(dest, "big.bin", url), "the .part's record in the journal")
     return part.resolve()
 
 

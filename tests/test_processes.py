@@ -25,9 +25,9 @@ from aiofetch.config import RetryPolicy, Split
 from aiofetch.errors import ProcessError
 from aiofetch.events import Event, FetchProcesses, Retrying, TransferStarted
 from aiofetch.processes import AUTO_MAX, AUTO_MIN_ITEMS_FRESH, most_processes, usable_cores
-from aiofetch.state import State
 
 from .conftest import Serve, names, sha256
+from .helpers import Crowd, body_of, journalled, until
 from .rangeserver import Hosts, RangeServer, Resource
 from .test_cli import aiofetch, reap, start
 
@@ -50,10 +50,6 @@ async def fetch(items: list[str], config: Config, sink: Callable[[Event], None] 
         return [result async for result in download(items, config, sink=sink or (lambda _: None))]
 
     return await asyncio.wait_for(collect(), timeout)
-
-
-def body_of(key: str) -> bytes:
-    return f"body of {key}\n".encode() * 50
 
 
 def assert_all_ok(results: list[Result], count: int) -> None:
@@ -101,55 +97,12 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    """Poll `check` (every 10 ms) until it holds, or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def fetch_processes() -> list[int]:
     """This process's fetch processes: its fork servers' live children."""
     return [pid for server in children(os.getpid()) for pid in children(server)]
 
 
 # -- servers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Crowd:
-    """A host that counts its requests in flight and records the most at once. Each
-    request waits until `gather` are in flight (at most 0.2 s), then a little more, so
-    that any request over the limit would be in flight together with them."""
-
-    gather: int
-    in_flight: int = 0
-    most: int = 0
-    served: int = 0
-    _full: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/{key}", self.handle)
-        return app
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.in_flight += 1
-        self.most = max(self.most, self.in_flight)
-        if self.in_flight >= self.gather:
-            self._full.set()
-        try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._full.wait(), 0.2)
-            await asyncio.sleep(0.01)  # a slow server: room for any extra request to arrive
-            self.served += 1
-            return web.Response(body=body_of(request.match_info["key"]))
-        finally:
-            self.in_flight -= 1
-            if self.in_flight < self.gather:
-                self._full.clear()
 
 
 @pytest_asyncio.fixture
@@ -491,7 +444,7 @@ async def test_main_process_killed_then_rerun(hosts: Hosts, tmp_path: Path) -> N
         await until(lambda: any(hit.cut for hit in site.hits), "the big body to stall")
         part = dest / "big.bin.part"
         await until(lambda: part.exists() and part.stat().st_size > 0, "bytes in big.bin.part")
-        await until(lambda: _journalled(dest, "big.bin", f"{base}/big.bin"),
+        await until(lambda: journalled(dest, "big.bin", f"{base}/big.bin"),
                     "the .part record in the journal")
         await until(lambda: len(descendants(proc.pid)) >= 3,
                     "the fork server and 2 fetch processes")
@@ -519,18 +472,6 @@ async def test_main_process_killed_then_rerun(hosts: Hosts, tmp_path: Path) -> N
     assert [hit.range for hit in again] == [f"bytes={kept}-"]
     [line] = [line for line in ran.lines() if line["path"] == "big.bin"]
     assert line["sha256"] == sha256(big)
-
-
-def _journalled(dest: Path, path: str, url: str) -> bool:
-    """The state journal in `dest` holds a .part record for `path` from `url`."""
-    journal = dest / ".aiofetch.db"
-    if not journal.exists():
-        return False
-    state = State.open(journal, readonly=True, live=True)
-    try:
-        return state.part_validators(path, url) is not None
-    finally:
-        state.close()
 
 
 async def test_processes_report_as_one_run(serve: Serve, tmp_path: Path) -> None:
