@@ -50,8 +50,6 @@ LOCAL_THREADS = 2
 # CPU (py-spy: with 64, a worker's own loop took a fifth of its CPU, with 256 a tenth,
 # and 5,000 small files took 1.6x the time of --processes 2 against 1.4x).
 TASK_BATCH = 256
-# Items in one task at least, as the end of the list is shared among the slots.
-TASK_LEAST = 16
 # How long an interrupted run waits for the workers' `interrupted` lines.
 STOP_WAIT = 15.0
 # How often the owner checks that some worker of the run is left.
@@ -279,7 +277,8 @@ class Cluster(Dealer):
                 await self._changed.wait()
             # Full batches while the input keeps ahead (each task costs the scheduler and
             # the worker a few ms); once it has ended, what is left is shared among all
-            # the slots, in smaller and smaller batches, so the workers end together.
+            # the slots, in smaller and smaller batches, so the workers end together (and
+            # a short list of big files is spread over every worker).
             while not self.input_done and len(pending) < TASK_BATCH and not jobs.empty():
                 item = jobs.get_nowait()
                 if item is None:
@@ -287,7 +286,7 @@ class Cluster(Dealer):
                 else:
                     pending.append(item)
             share = -(-len(pending) // slots) if self.input_done else len(pending)
-            take = min(TASK_BATCH, max(share, TASK_LEAST), len(pending))
+            take = min(TASK_BATCH, share)
             batch = [pending.popleft() for _ in range(take)]
             for key, planned in batch:
                 self.outstanding[key] = planned

@@ -137,14 +137,16 @@ async def test_many_files_through_local_2_then_a_rerun_starts_no_cluster(
 # -- the limits, summed at the server -------------------------------------------------------
 
 
+@pytest.mark.parametrize("count", [60, 4])
 async def test_per_host_is_never_exceeded_summed_over_workers(
-        serve: Serve, tmp_path: Path, cluster: TestCluster) -> None:
+        serve: Serve, tmp_path: Path, cluster: TestCluster, count: int) -> None:
     """-j 8 --per-host 2 on the test's cluster: 2 run workers (one connection each); the
-    server never has more than 2 requests in flight, and has 2 (both workers fetch)."""
+    server never has more than 2 requests in flight, and has 2 (both workers fetch, also
+    when the whole list is 4 items)."""
     await cluster.ready()
     crowd = Crowd(gather=2)
     server = await serve(crowd.app())
-    keys = [f"f{n}" for n in range(60)]
+    keys = [f"f{n}" for n in range(count)]
     events: list[Event] = []
     config = on(cluster.address, tmp_path, jobs=8, per_host=2)
     results = await fetch([str(server.make_url(f"/{key}")) for key in keys], config,
