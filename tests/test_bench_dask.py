@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -294,3 +295,30 @@ def test_real_cluster_counts_tasks_per_worker(tmp_path: Path) -> None:
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
     logs = tmp_path / "dask"
     assert (logs / "s-scheduler.log").stat().st_size and (logs / "s-worker.log").stat().st_size
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_the_cluster_is_stopped_for_every_row_but_its_own() -> None:
+    """DaskCluster.serve stops the cluster's process groups (SIGSTOP) for another row and
+    lets them go on (SIGCONT) for the tcp:// row, so an idle cluster costs the other rows
+    nothing."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                            start_new_session=True)
+    try:
+        cluster = DaskCluster("tcp://127.0.0.1:1", sys.executable, {}, groups=[proc.pid])
+        cluster.serve(DASK_LOCAL)
+        deadline = time.monotonic() + 10
+        while _state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(proc.pid) == "T" and cluster.paused
+        cluster.serve(DASK_TCP)
+        while _state(proc.pid) == "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(proc.pid) != "T" and not cluster.paused
+    finally:
+        proc.kill()
+        proc.wait()
