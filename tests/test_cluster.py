@@ -518,3 +518,41 @@ async def test_the_scheduler_lost_then_a_rerun_completes(
     statuses = {str(line["path"]): line["status"] for line in again.lines()}
     assert statuses == {"big.bin": "ok"} | {name: "skipped" for name in small}
     assert_complete(site, dest, kept)
+
+
+async def test_a_run_pauses_its_workers_profiler(
+        hosts: Hosts, tmp_path: Path, cluster: TestCluster) -> None:
+    """While a run has a site on a worker (big.bin stalls there), that worker's
+    statistical profiler is paused; once the run has ended (stopped, here), it runs
+    again on every worker."""
+    from distributed import Client
+
+    await cluster.ready()
+    site, urls, _ = await stalling(hosts, tmp_path)
+    config = on(cluster.address, tmp_path)
+    stop = asyncio.Event()
+
+    async def collect() -> list[Result]:
+        return [result async for result in download(urls, config, stop=stop)]
+
+    def profiling(dask_worker: Any) -> bool:
+        return bool(dask_worker.periodic_callbacks["profile"].is_running())
+
+    run = asyncio.create_task(asyncio.wait_for(collect(), 60))
+    async with Client(cluster.address, asynchronous=True) as client:
+        try:
+            await big_stalled(site, config.dest, urls[0])
+            during = await client.run(profiling)
+            stop.set()
+            results = await run
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        assert False in during.values()  # big.bin's worker has a site
+        assert {result.status for result in results} <= {Status.OK, Status.INTERRUPTED}
+        deadline = time.monotonic() + 20
+        while not all((after := await client.run(profiling)).values()):
+            assert time.monotonic() < deadline, after
+            await asyncio.sleep(0.05)
