@@ -182,7 +182,9 @@ class Cluster(Dealer):
     async def _choose_workers(self, client: Client) -> int:
         """The run's workers: those the scheduler has now (waiting up to the connect
         timeout for a first one), as many as the limits leave work for. Returns how
-        many batches may be in flight: each worker's threads, and one more queued."""
+        many batches may be in flight: one a thread of each worker (at least 2, so a
+        one-thread worker has its next batch at hand); more only lengthens the tail,
+        where one worker still works through queued batches while the other has none."""
         deadline = asyncio.get_running_loop().time() + self.owner.config.connect_timeout
         while True:
             info = await client.scheduler.identity()
@@ -194,7 +196,7 @@ class Cluster(Dealer):
             raise ProcessError(f"the Dask scheduler at {self.address} has no workers")
         chosen = sorted(workers)[:most_processes(self.owner.config)]
         self.workers = chosen
-        return sum(max(1, int(workers[address].get("nthreads", 1))) + 1 for address in chosen)
+        return sum(max(2, int(workers[address].get("nthreads", 1))) for address in chosen)
 
     async def _probe(self, client: Client) -> None:
         """DIR must be one filesystem that every worker sees at the same path: the owner
