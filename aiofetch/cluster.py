@@ -95,6 +95,7 @@ class Cluster(Dealer):
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._pending: deque[Keyed] = deque()  # the dispatcher's, not dealt out yet
 
     # --- the run ---
 
@@ -273,6 +274,7 @@ class Cluster(Dealer):
         jobs = self.owner.jobs
         numbers = 0
         packed = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+        self._pending = pending
         while await self.more(pending):
             while len(self._in_flight) >= slots:
                 self._changed.clear()
@@ -358,7 +360,11 @@ class Cluster(Dealer):
                 return
 
     def _end_if_done(self) -> None:
-        if self.input_done and not self.outstanding and not self.stopping:
+        """All is settled: the input has ended, and nothing is waiting to be dealt out
+        (the dispatcher may hold items while every slot is taken by a task whose items
+        have all settled but which has not ended yet) or out on the cluster."""
+        if (self.input_done and not self._pending and not self.outstanding
+                and not self.stopping):
             self._done.set()
 
     # --- what comes back ---

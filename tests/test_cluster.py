@@ -557,3 +557,32 @@ async def test_a_run_pauses_its_workers_profiler(
         while not all((after := await client.run(profiling)).values()):
             assert time.monotonic() < deadline, after
             await asyncio.sleep(0.05)
+
+
+async def test_items_left_to_deal_out_when_every_task_has_settled(
+        serve: Serve, tmp_path: Path, cluster: TestCluster) -> None:
+    """100 tiny files on the test's cluster (2 workers x 2 threads: 4 tasks in flight,
+    69 items in them, 31 waiting): the server answers the 69 all at once, so every
+    dealt-out item settles before any task's end is heard. The 31 are still dealt out
+    and settle (the run once ended there, 31 items short)."""
+    await cluster.ready()
+    arrived = 0
+    everyone = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        nonlocal arrived
+        arrived += 1
+        if arrived >= 69:
+            everyone.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(everyone.wait(), 10)
+        return web.Response(body=b"x")
+
+    app = web.Application()
+    app.router.add_get("/{key}", handle)
+    server = await serve(app)
+    keys = [f"t{n}" for n in range(100)]
+    results = await fetch([str(server.make_url(f"/{key}")) for key in keys],
+                          on(cluster.address, tmp_path, jobs=200, per_host=0))
+    assert sorted(str(result.path) for result in results) == sorted(keys)
+    assert {result.status for result in results} == {Status.OK}
