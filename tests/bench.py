@@ -740,6 +740,13 @@ def nginx_ready(proc: subprocess.Popen[bytes], pid_file: Path, port: int) -> boo
     return False
 
 
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """KILL the child's process group (it leads one) and reap the child."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
     """TERM the child we started (its own process group), KILL the group if it lingers."""
     if proc.poll() is None:
@@ -747,9 +754,7 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_group(proc)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)  # a worker the master left behind
 
@@ -940,9 +945,7 @@ def collect(launched: Launched) -> Measure:
         outer = time.perf_counter() - launched.started
         raw = read_all(launched.report_fd)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_group(proc)
         raise
     finally:
         os.close(launched.report_fd)
@@ -2013,14 +2016,21 @@ def memory_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
 def process_memory(lab: Lab, corpus: CorpusSet, lists: SetLists) -> list[dict[str, Any]]:
     """One extra untimed run of every --processes row on this set, its process tree sampled
     (the sampler's reads of /proc would skew the paired, timed rounds)."""
-    rows = []
-    for row in lab.cfg.process_rows:
-        label = f"procmem-{corpus.name}-{slug(row)}"
+    return sampled_runs(lab, corpus, lists, lab.cfg.process_rows, "procmem")
+
+
+def sampled_runs(lab: Lab, corpus: CorpusSet, lists: SetLists, rows: Sequence[str],
+                 prefix: str) -> list[dict[str, Any]]:
+    """One untimed run of each row on the set with its process tree sampled: its memory
+    rows (labels PREFIX-SET-ROW)."""
+    found = []
+    for row in rows:
+        label = f"{prefix}-{corpus.name}-{slug(row)}"
         outdir = fresh_dir(lab, label)
         job = Job(row, label, tool_command(lab, row, lists, outdir), outdir, corpus.expected(),
                   sample=True)
-        rows.append(memory_row(corpus.name, run_job(lab, job, f"procmem-{corpus.name}", 1, 0)))
-    return rows
+        found.append(memory_row(corpus.name, run_job(lab, job, f"{prefix}-{corpus.name}", 1, 0)))
+    return found
 
 
 def print_memory(rows: Sequence[dict[str, Any]]) -> None:
@@ -2359,9 +2369,7 @@ def first_byte_run(lab: Lab, row: str, label: str, lists: SetLists, expected: Ex
                 lines += 1
             proc.wait()
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_group(proc)
             raise
         finally:
             killer.cancel()
@@ -2530,14 +2538,7 @@ def print_dask(summary: dict[str, Any], runs: int) -> None:
 
 def dask_memory(lab: Lab, corpus: CorpusSet, lists: SetLists) -> list[dict[str, Any]]:
     """One untimed, sampled run of each --dask row on the set: the driver's VmHWM."""
-    rows = []
-    for row in (DASK_TCP, DASK_LOCAL):
-        label = f"daskmem-{corpus.name}-{slug(row)}"
-        outdir = fresh_dir(lab, label)
-        job = Job(row, label, tool_command(lab, row, lists, outdir), outdir, corpus.expected(),
-                  sample=True)
-        rows.append(memory_row(corpus.name, run_job(lab, job, f"daskmem-{corpus.name}", 1, 0)))
-    return rows
+    return sampled_runs(lab, corpus, lists, (DASK_TCP, DASK_LOCAL), "daskmem")
 
 
 def dask_extras(lab: Lab, corpus: CorpusSet, lists: SetLists, port: int) -> dict[str, Any]:

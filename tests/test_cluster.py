@@ -65,6 +65,14 @@ async def fetch(items: list[str], config: Config, sink: Callable[[Event], None] 
     return await asyncio.wait_for(collect(), timeout)
 
 
+async def cancel(run: asyncio.Task[Any]) -> None:
+    """End a test's run that is still going (the test failed before it ended)."""
+    if not run.done():
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+
 def own_entries(dest: Path) -> set[str]:
     """aiofetch's own entries in DIR: the journal (and SQLite's files beside it), the lock."""
     return {name for name in os.listdir(dest)
@@ -401,10 +409,7 @@ async def test_a_killed_worker_of_the_test_cluster(
         os.kill(victim, signal.SIGKILL)
         results = await run
     finally:
-        if not run.done():
-            run.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run
+        await cancel(run)
     assert used_processes(events) == 2
     assert len(results) == len(urls)
     assert {result.status for result in results} == {Status.OK}
@@ -547,10 +552,7 @@ async def test_a_run_pauses_its_workers_profiler(
             stop.set()
             results = await run
         finally:
-            if not run.done():
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run
+            await cancel(run)
         assert False in during.values()  # big.bin's worker has a site
         assert {result.status for result in results} <= {Status.OK, Status.INTERRUPTED}
         deadline = time.monotonic() + 20
