@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from .config import Config
 from .context import Context
 from .errors import CannotWriteError
 from .events import Event, TransferAdvanced, discard
-from .journal import PartRecords
+from .journal import ForwardedWrites, PartRecords
 from .loop import run
 from .models import Result
 from .retry import HostGate
@@ -94,13 +94,13 @@ class Outbox:
         await self._send(entries)
 
 
-class RemoteRecords:
+class RemoteRecords(ForwardedWrites):
     """The state journal's `.part` records as a fetch process sees them: read from the
     live journal (read-only), written by the main process, its only writer."""
 
     def __init__(self, path: os.PathLike[str], outbox: Outbox) -> None:
+        super().__init__(outbox)
         self._path = path
-        self._outbox = outbox
         self._state: State | None = None
 
     def _reader(self) -> State:
@@ -121,17 +121,6 @@ class RemoteRecords:
     def part_ranges(self, path: str, url: str,
                     ) -> tuple[int, tuple[tuple[int, int], ...]] | None:
         return self._reader().part_ranges(path, url)
-
-    def remember_part(self, path: str, url: str, validators: Validators) -> None:
-        self._outbox.add(("journal", "remember_part", (path, url, validators)), urgent=True)
-
-    def remember_ranges(self, path: str, url: str, total: int,
-                        ranges: Sequence[tuple[int, int]]) -> None:
-        self._outbox.add(("journal", "remember_ranges", (path, url, total, tuple(ranges))),
-                         urgent=True)
-
-    def forget_part(self, path: str) -> None:
-        self._outbox.add(("journal", "forget_part", (path,)))
 
 
 class Questions:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import LocalError, StateError
 from .state import Validators
@@ -36,6 +36,31 @@ class PartRecords(Protocol):
                         ranges: Sequence[tuple[int, int]]) -> None: ...
 
     def forget_part(self, path: str) -> None: ...
+
+
+class Sink(Protocol):
+    """Where a fetch process's news go to the owner (fetcher.Outbox)."""
+
+    def add(self, entry: tuple[Any, ...], *, urgent: bool = False) -> None: ...
+
+
+class ForwardedWrites:
+    """Writes to the state journal's `.part` records, sent to the run's owner (the
+    journal's only writer) through the outbox."""
+
+    def __init__(self, outbox: Sink) -> None:
+        self._outbox = outbox
+
+    def remember_part(self, path: str, url: str, validators: Validators) -> None:
+        self._outbox.add(("journal", "remember_part", (path, url, validators)), urgent=True)
+
+    def remember_ranges(self, path: str, url: str, total: int,
+                        ranges: Sequence[tuple[int, int]]) -> None:
+        self._outbox.add(("journal", "remember_ranges", (path, url, total, tuple(ranges))),
+                         urgent=True)
+
+    def forget_part(self, path: str) -> None:
+        self._outbox.add(("journal", "forget_part", (path,)))
 
 
 class PartJournal:

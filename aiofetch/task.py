@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config
+from .journal import ForwardedWrites
 from .models import Action
 from .processes import share
 from .state import Validators
@@ -55,7 +56,6 @@ class Spec:
     config: Config  # wire.portable
     places: dict[str, int]  # worker address -> index, for processes.share
     events: bool  # the owner shows progress: send transfer events
-    version: str = __version__
 
 
 def fetch_batch(run: str, spec: bytes, work: bytes) -> int:
@@ -112,11 +112,8 @@ def _site(run: str, spec: bytes, worker: Any) -> Site:
     with _sites_lock:
         site = _sites.get(run)
         if site is None or site.closed:
-            given: Spec = pickle.loads(spec)
-            if given.version != __version__:
-                raise RuntimeError(f"this Dask worker has aiofetch {__version__}, the run "
-                                   f"{given.version}: install the same on every worker")
-            site = _sites[run] = Site(given, worker)
+            # The version was checked by the probe, on every worker of the run.
+            site = _sites[run] = Site(pickle.loads(spec), worker)
             _profiler.hold(worker)
         return site
 
@@ -164,13 +161,13 @@ def close(run: str) -> None:
     _on_site(run, "close")
 
 
-class ShippedRecords:
+class ShippedRecords(ForwardedWrites):
     """The `.part` records a Dask worker's items need: those the owner sent with them
     (or gave when asked), and what this worker wrote since. Writes go to the owner's
     journal too (it is the only writer)."""
 
     def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
+        super().__init__(outbox)
         self._records: dict[str, PartRecord] = {}
 
     def add(self, records: dict[str, PartRecord]) -> None:
@@ -195,19 +192,18 @@ class ShippedRecords:
 
     def remember_part(self, path: str, url: str, validators: Validators) -> None:
         self._records[path] = (url, validators, None)
-        self._outbox.add(("journal", "remember_part", (path, url, validators)), urgent=True)
+        super().remember_part(path, url, validators)
 
     def remember_ranges(self, path: str, url: str, total: int,
                         ranges: Sequence[tuple[int, int]]) -> None:
         record = self._of(path, url)
         if record is not None:
             self._records[path] = (url, record[1], (total, tuple(ranges)))
-        self._outbox.add(("journal", "remember_ranges", (path, url, total, tuple(ranges))),
-                         urgent=True)
+        super().remember_ranges(path, url, total, ranges)
 
     def forget_part(self, path: str) -> None:
         self._records.pop(path, None)
-        self._outbox.add(("journal", "forget_part", (path,)))
+        super().forget_part(path)
 
 
 class _Batch:
