@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -526,11 +527,12 @@ async def test_the_scheduler_lost_then_a_rerun_completes(
     assert_complete(site, dest, kept)
 
 
-async def test_a_run_pauses_its_workers_profiler(
+async def test_a_run_hushes_its_workers_upkeep(
         hosts: Hosts, tmp_path: Path, cluster: TestCluster) -> None:
     """While a run has a site on a worker (big.bin stalls there), that worker's
-    statistical profiler is paused; once the run has ended (stopped, here), it runs
-    again on every worker."""
+    statistical profiler is paused and what it held is frozen out of garbage
+    collection; once the run has ended (stopped, here), every worker profiles and
+    collects all again."""
     from distributed import Client
 
     await cluster.ready()
@@ -544,21 +546,27 @@ async def test_a_run_pauses_its_workers_profiler(
     def profiling(dask_worker: Any) -> bool:
         return bool(dask_worker.periodic_callbacks["profile"].is_running())
 
+    def frozen(dask_worker: Any) -> int:
+        return gc.get_freeze_count()
+
     run = asyncio.create_task(asyncio.wait_for(collect(), 60))
     async with Client(cluster.address, asynchronous=True) as client:
         try:
             await big_stalled(site, config.dest, urls[0])
             during = await client.run(profiling)
+            held = await client.run(frozen)
             stop.set()
             results = await run
         finally:
             await cancel(run)
         assert False in during.values()  # big.bin's worker has a site
+        assert all(held[worker] > 1000 for worker, running in during.items() if not running)
         assert {result.status for result in results} <= {Status.OK, Status.INTERRUPTED}
         deadline = time.monotonic() + 20
         while not all((after := await client.run(profiling)).values()):
             assert time.monotonic() < deadline, after
             await asyncio.sleep(0.05)
+        assert set((await client.run(frozen)).values()) == {0}
 
 
 async def test_items_left_to_deal_out_when_every_task_has_settled(
