@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -160,7 +161,7 @@ class Cluster(Dealer):
                 client.unsubscribe_topic(TOPIC)
 
     async def _connect(self, stack: contextlib.AsyncExitStack) -> Client:
-        distributed: Any = importlib.import_module("distributed")
+        distributed = _import_distributed()
 
         _quiet(logging.getLogger("distributed"))  # we say what matters, in one line
         count = local_workers(self.address)
@@ -453,6 +454,20 @@ class Cluster(Dealer):
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _import_distributed() -> Any:
+    """distributed, imported with the garbage collector off: the import (0.14 s, on the
+    way to the run's first task) makes 25,000 objects that live as long as the process,
+    and set off collection after collection, a sixth of its time (0.162 s, 0.137 s
+    without)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return importlib.import_module("distributed")
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _quiet(logger: logging.Logger) -> None:
