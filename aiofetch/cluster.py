@@ -33,7 +33,7 @@ from .config import DASK_INSTALL, dask_installed, local_workers
 from .errors import CannotWriteError, ProcessError, UsageError
 from .events import FetchProcesses
 from .models import Action, Planned, Result, Status
-from .pool import Dealer, Owner
+from .pool import Owner, gather_batch
 from .processes import most_processes, usable_cores
 from .task import TOPIC, PartRecord, Spec, fetch_batch
 from .wire import portable
@@ -47,10 +47,13 @@ Client = Any
 # Threads each worker of `local:N` gets: two batches in flight each, so one's tail
 # overlaps the next's start.
 LOCAL_THREADS = 2
-# Items in one task at most: each task costs the scheduler and the worker a few ms of
-# CPU (py-spy: with 64, a worker's own loop took a fifth of its CPU, with 256 a tenth,
-# and 5,000 small files took 1.6x the time of --processes 2 against 1.4x).
-TASK_BATCH = 256
+# Items in one task at most: each task costs the scheduler, the worker's own loop and
+# this process a few ms of CPU, in some ten messages (5,000 small files on 2 workers:
+# 64 a task took 1.6x the time of --processes 2, 256 1.39x, 512 1.27x).
+TASK_BATCH = 512
+# Items in one task at least, once the input has ended, for a long list (see _dispatch):
+# a few ms of a worker's time, about a task's round trip.
+TASK_LEAST = 64
 # How long an interrupted run waits for the workers' `interrupted` lines.
 STOP_WAIT = 15.0
 # How often the owner checks that some worker of the run is left.
@@ -72,7 +75,7 @@ class ClusterOwner(Owner, Protocol):
     def part_records(self, pairs: Iterable[tuple[str, str]]) -> dict[str, PartRecord]: ...
 
 
-class Cluster(Dealer):
+class Cluster:
     """One run's fetching on a Dask cluster."""
 
     owner: ClusterOwner
@@ -92,7 +95,8 @@ class Cluster(Dealer):
         self._client: Client | None = None
         self._in_flight: dict[Any, list[int]] = {}  # future -> its keys
         self._news: asyncio.Queue[tuple[str, list[tuple[Any, ...]]]] = asyncio.Queue()
-        self._changed = asyncio.Event()
+        self._changed = asyncio.Event()  # a task ended, or more was planned
+        self._room = asyncio.Event()  # the dispatcher took from what is pending
         self._done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -272,39 +276,69 @@ class Cluster(Dealer):
 
     async def _dispatch(self, client: Client, spec: Spec, slots: int,
                         pending: deque[Keyed]) -> None:
-        jobs = self.owner.jobs
-        numbers = 0
+        """Deal what the owner plans out as tasks, a batch a free slot, until the input
+        has ended and all is dealt out."""
+        numbers = dealt = 0
         packed = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
         self._pending = pending
-        while await self.more(pending):
-            while len(self._in_flight) >= slots:
-                self._changed.clear()
-                await self._changed.wait()
-            # Full batches while the input keeps ahead (each task costs the scheduler and
-            # the worker a few ms); once it has ended, what is left is shared among all
-            # the slots, in smaller and smaller batches, so the workers end together (and
-            # a short list of big files is spread over every worker).
-            while not self.input_done and len(pending) < TASK_BATCH and not jobs.empty():
-                item = jobs.get_nowait()
-                if item is None:
-                    self.input_done = True
-                else:
-                    pending.append(item)
-            share = -(-len(pending) // slots) if self.input_done else len(pending)
-            take = min(TASK_BATCH, share)
-            batch = [pending.popleft() for _ in range(take)]
-            for key, planned in batch:
-                self.outstanding[key] = planned
-            records = self.owner.part_records(
-                (planned.path, planned.job.url) for _, planned in batch
-                if planned.action is Action.RESUME and planned.path is not None)
-            numbers += 1
-            work = pickle.dumps((batch, records), protocol=pickle.HIGHEST_PROTOCOL)
-            future = client.submit(fetch_batch, spec.run, packed, work, pure=False,
-                                   key=f"aiofetch-{spec.run}-{numbers}",
-                                   workers=self.workers, allow_other_workers=False)
-            self._in_flight[future] = [key for key, _ in batch]
-            self._spawn(self._await(future))
+        # Full batches while the workers have plenty (each task costs the scheduler
+        # and the worker a few ms): a part batch goes only to workers short of work.
+        fed = len(self.workers) * TASK_BATCH
+        gatherer = asyncio.create_task(self._gather(pending))
+        try:
+            while True:
+                while not (pending and len(self._in_flight) < slots
+                           and (self.input_done or len(pending) >= TASK_BATCH
+                                or len(self.outstanding) < fed)):
+                    if self.input_done and not pending:
+                        self._end_if_done()
+                        return
+                    if gatherer.done():
+                        gatherer.result()  # raises what ended it
+                    self._changed.clear()
+                    await self._changed.wait()
+                take = min(TASK_BATCH, len(pending))
+                if self.input_done:
+                    # Once the input has ended, what is left is shared among all the
+                    # slots, in smaller and smaller batches, so the workers end together
+                    # (and a short list of big files is spread over every worker); but
+                    # not in batches so small that the end is a string of round trips
+                    # (3,000 small files ended in 12 tasks, from 128 items down to 2).
+                    least = TASK_LEAST if dealt >= slots * TASK_LEAST else 1
+                    take = min(take, max(-(-len(pending) // slots), least))
+                dealt += take
+                numbers += 1
+                self._submit(client, spec.run, packed, numbers,
+                             [pending.popleft() for _ in range(take)])
+                self._room.set()
+        finally:
+            gatherer.cancel()
+
+    async def _gather(self, pending: deque[Keyed]) -> None:
+        """Take what the owner plans into `pending` as it comes, a batch ahead of what
+        is dealt out: so the input's end is seen while that much is left, and shared
+        evenly (above)."""
+        while not self.input_done:
+            if len(pending) >= TASK_BATCH:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            self.input_done = await gather_batch(self.owner.jobs, pending, TASK_BATCH)
+            self._changed.set()
+
+    def _submit(self, client: Client, run: str, spec: bytes, number: int,
+                batch: list[Keyed]) -> None:
+        for key, planned in batch:
+            self.outstanding[key] = planned
+        records = self.owner.part_records(
+            (planned.path, planned.job.url) for _, planned in batch
+            if planned.action is Action.RESUME and planned.path is not None)
+        work = pickle.dumps((batch, records), protocol=pickle.HIGHEST_PROTOCOL)
+        future = client.submit(fetch_batch, run, spec, work, pure=False,
+                               key=f"aiofetch-{run}-{number}",
+                               workers=self.workers, allow_other_workers=False)
+        self._in_flight[future] = [key for key, _ in batch]
+        self._spawn(self._await(future))
 
     async def _await(self, future: Any) -> None:
         """A batch's task, to its end. Its items' results came as events, before it

@@ -152,27 +152,7 @@ async def _fresh_fork_server(fds: list[int]) -> _Forks:
     return _Forks(process.stdout, process.wait, kill)
 
 
-class Dealer:
-    """What deals a run's planned items out in batches (a Pool, a Cluster)."""
-
-    owner: Owner
-    input_done: bool
-
-    def _end_if_done(self) -> None:
-        raise NotImplementedError
-
-    async def more(self, pending: deque[Keyed]) -> bool:
-        """Wait until `pending` holds items to deal out (True), or the input has ended
-        and all is dealt out (False, once what ends the dealing is done)."""
-        while not pending:
-            if self.input_done:
-                self._end_if_done()
-                return False
-            self.input_done = await gather_batch(self.owner.jobs, pending)
-        return True
-
-
-class Pool(Dealer):
+class Pool:
     """`count` fetch processes working for one run."""
 
     def __init__(self, owner: Owner, count: int, *, events: bool) -> None:
@@ -242,8 +222,18 @@ class Pool(Dealer):
                 child.ended = True
                 child.send(("stop",))
 
+    async def _more(self, pending: deque[Keyed]) -> bool:
+        """Wait until `pending` holds items to deal out (True), or the input has ended
+        and all is dealt out (False, once what ends the dealing is done)."""
+        while not pending:
+            if self.input_done:
+                self._end_if_done()
+                return False
+            self.input_done = await gather_batch(self.owner.jobs, pending)
+        return True
+
     async def _dispatch(self, pending: deque[Keyed]) -> None:
-        while await self.more(pending):
+        while await self._more(pending):
             child = await self._roomiest()
             if child is None:
                 return  # every process died: _lost has failed what was left
@@ -361,13 +351,14 @@ class Pool(Dealer):
             await asyncio.gather(watcher, return_exceptions=True)
 
 
-async def gather_batch(jobs: asyncio.Queue[Keyed | None], pending: deque[Keyed]) -> bool:
+async def gather_batch(jobs: asyncio.Queue[Keyed | None], pending: deque[Keyed],
+                       most: int = BATCH) -> bool:
     """Move what the owner's queue holds into `pending`: at least one item (waiting for
-    it), at most BATCH. Returns True once the queue's end (None) has come."""
+    it), until it holds `most`. Returns True once the queue's end (None) has come."""
     item = await jobs.get()
     while item is not None:
         pending.append(item)
-        if len(pending) >= BATCH or jobs.empty():
+        if len(pending) >= most or jobs.empty():
             return False
         item = jobs.get_nowait()
     return True

@@ -25,6 +25,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from aiofetch import Config, Result, Status, download
+from aiofetch.cluster import TASK_BATCH
 from aiofetch.config import RetryPolicy
 from aiofetch.events import Event, TransferStarted
 
@@ -486,23 +487,31 @@ async def test_ctrl_c_then_a_rerun_resumes(
 async def test_the_scheduler_lost_then_a_rerun_completes(
         hosts: Hosts, tmp_path: Path, cluster: TestCluster) -> None:
     """SIGKILL of the test cluster's scheduler while big.bin stalls and the small files
-    are done: exit 1, one line saying the scheduler was lost, no traceback, an ok line
-    for every file at its final name. A rerun (`local:2`) completes the rest."""
+    are done and reported: exit 1, one line saying the scheduler was lost, no traceback,
+    an ok line for every file at its final name. A rerun (`local:2`) completes the
+    rest."""
     await cluster.ready()
     site, urls, listing = await stalling(hosts, tmp_path)
     dest = tmp_path / "out"
     small = [name for name in site.files if name != "big.bin"]
     proc = await start("-i", str(listing), "-d", str(dest), "--dask", cluster.address, "--json")
+    reported: list[bytes] = []
+
+    async def small_reported() -> None:
+        assert proc.stdout is not None
+        while len(reported) < len(small) and (line := await proc.stdout.readline()):
+            reported.append(line)
+
     try:
         part = await big_stalled(site, dest, urls[0])
-        await until(lambda: all((dest / name).exists() for name in small), "the small files")
+        await asyncio.wait_for(small_reported(), 30)
         assert cluster.scheduler is not None
         kill_group(cluster.scheduler)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         await reap(proc)
         cluster.close()  # its workers too: none of them writes into DIR any more
-    ran = Ran(proc.returncode or 0, out.decode(), err.decode())
+    ran = Ran(proc.returncode or 0, b"".join([*reported, out]).decode(), err.decode())
     assert ran.code == 1, ran.err
     assert "Traceback" not in ran.err
     # Beside the summary, big.bin's failure and the reason the run stopped.
@@ -572,9 +581,10 @@ async def test_a_run_hushes_its_workers_upkeep(
 async def test_items_left_to_deal_out_when_every_task_has_settled(
         serve: Serve, tmp_path: Path, cluster: TestCluster) -> None:
     """100 tiny files on the test's cluster (2 workers x 2 threads: 4 tasks in flight,
-    69 items in them, 31 waiting): the server answers the 69 all at once, so every
-    dealt-out item settles before any task's end is heard. The 31 are still dealt out
-    and settle (the run once ended there, 31 items short)."""
+    some 60 items in them, the rest waiting to be dealt out): the server holds the
+    first 40 requests, then answers them all at once, so the dealt-out items settle
+    before any task's end is heard. The rest are still dealt out and settle (the run
+    once ended there, 31 items short)."""
     await cluster.ready()
     arrived = 0
     everyone = asyncio.Event()
@@ -582,7 +592,7 @@ async def test_items_left_to_deal_out_when_every_task_has_settled(
     async def handle(request: web.Request) -> web.Response:
         nonlocal arrived
         arrived += 1
-        if arrived >= 69:
+        if arrived >= 40:
             everyone.set()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(everyone.wait(), 10)
@@ -596,3 +606,34 @@ async def test_items_left_to_deal_out_when_every_task_has_settled(
                           on(cluster.address, tmp_path, jobs=200, per_host=0))
     assert sorted(str(result.path) for result in results) == sorted(keys)
     assert {result.status for result in results} == {Status.OK}
+
+
+async def test_a_long_list_goes_out_in_whole_batches(
+        serve: Serve, tmp_path: Path, cluster: TestCluster) -> None:
+    """3,000 tiny files on the test's cluster: while the workers have plenty to do, the
+    tasks carry whole batches (TASK_BATCH items; each task costs the scheduler and the
+    workers some ten messages), and the end of the list goes out in a few shares, not a
+    string of tiny ones: at most 12 tasks in all (the dispatch before took 28)."""
+    from distributed import Client
+
+    await cluster.ready()
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=b"x")
+
+    def tasks(dask_scheduler: Any) -> int:
+        prefix = dask_scheduler.task_prefixes.get("aiofetch")
+        return 0 if prefix is None else int(prefix.state_counts.get("memory", 0))
+
+    app = web.Application()
+    app.router.add_get("/{key}", handle)
+    server = await serve(app)
+    keys = [f"t{n}" for n in range(3000)]
+    async with Client(cluster.address, asynchronous=True) as client:
+        before = await client.run_on_scheduler(tasks)
+        results = await fetch([str(server.make_url(f"/{key}")) for key in keys],
+                              on(cluster.address, tmp_path))
+        ran = await client.run_on_scheduler(tasks) - before
+    assert len(results) == 3000
+    assert {result.status for result in results} == {Status.OK}
+    assert 3000 // TASK_BATCH <= ran <= 12
