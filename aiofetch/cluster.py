@@ -133,6 +133,7 @@ class Cluster:
             try:
                 await self._until_done(consumer)
             finally:
+                self._done.set()  # the watcher's loop ends on it too (see _watch)
                 for task in (consumer, watcher, self._dispatcher):
                     if task is not None:
                         task.cancel()
@@ -377,10 +378,15 @@ class Cluster:
             self.owner.halt(ProcessError(f"stopping: {why}"))
 
     async def _watch(self, client: Client) -> None:
-        """End the run when the scheduler or every worker of the run is gone."""
+        """End the run when the scheduler or every worker of the run is gone. Until
+        the run is over: before Python 3.12, asyncio.wait_for loses a cancel that comes
+        as what it waits for completes, and a bench run hung at its end, its watcher
+        cancelled but still watching."""
         missing = 0
         while True:
             await asyncio.sleep(WATCH_EVERY)
+            if self._done.is_set():
+                return
             if client.status != "running":
                 self._lose(f"lost the Dask scheduler at {self.address}")
                 return
