@@ -49,8 +49,10 @@ Client = Any
 LOCAL_THREADS = 2
 # Items in one task at most: each task costs the scheduler, the worker's own loop and
 # this process a few ms of CPU, in some ten messages (5,000 small files on 2 workers:
-# 64 a task took 1.6x the time of --processes 2, 256 1.39x, 512 1.27x).
-TASK_BATCH = 512
+# 64 a task took 1.6x the time of --processes 2, 256 1.39x, 384 and 512 1.27-1.29x;
+# each batch in flight is held here too, and 512 took this process's peak RSS 0.2 MiB
+# closer to 60).
+TASK_BATCH = 384
 # Items in one task at least, once the input has ended, for a long list (see _dispatch):
 # a few ms of a worker's time, about a task's round trip.
 TASK_LEAST = 64
