@@ -130,8 +130,8 @@ class Cluster:
             if self.stopping:  # interrupted while the cluster started
                 self._done.set()
             else:
-                self._dispatcher = asyncio.create_task(
-                    self._dispatch(client, spec, slots, deque([first])))
+                self._pending.append(first)
+                self._dispatcher = asyncio.create_task(self._dispatch(client, spec, slots))
             try:
                 await self._until_done(consumer)
             finally:
@@ -277,17 +277,16 @@ class Cluster:
 
     # --- dealing out ---
 
-    async def _dispatch(self, client: Client, spec: Spec, slots: int,
-                        pending: deque[Keyed]) -> None:
+    async def _dispatch(self, client: Client, spec: Spec, slots: int) -> None:
         """Deal what the owner plans out as tasks, a batch a free slot, until the input
         has ended and all is dealt out."""
         numbers = dealt = 0
         packed = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-        self._pending = pending
+        pending = self._pending
         # Full batches while the workers have plenty (each task costs the scheduler
         # and the worker a few ms): a part batch goes only to workers short of work.
         fed = len(self.workers) * TASK_BATCH
-        gatherer = asyncio.create_task(self._gather(pending))
+        gatherer = asyncio.create_task(self._gather())
         try:
             while True:
                 while not (pending and len(self._in_flight) < slots
@@ -317,10 +316,11 @@ class Cluster:
         finally:
             gatherer.cancel()
 
-    async def _gather(self, pending: deque[Keyed]) -> None:
-        """Take what the owner plans into `pending` as it comes, a batch ahead of what
-        is dealt out: so the input's end is seen while that much is left, and shared
-        evenly (above)."""
+    async def _gather(self) -> None:
+        """Take what the owner plans into what is pending as it comes, a batch ahead of
+        what is dealt out: so the input's end is seen while that much is left, and
+        shared evenly (above)."""
+        pending = self._pending
         while not self.input_done:
             if len(pending) >= TASK_BATCH:
                 self._room.clear()
